@@ -1,0 +1,61 @@
+#pragma once
+/// @file
+/// @brief What an algorithm policy is built from: the category tag, option fields, device-safe math
+/// and torch-worded option checks. Include this to write your own algorithm.
+
+#include <Kokkos_Core.hpp>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <tuple>
+
+#include <shardopt/concepts.hpp>
+#include <shardopt/detail/format.hpp>
+#include <shardopt/error.hpp>
+#include <shardopt/options.hpp>
+
+namespace shardopt {
+
+/// @brief Device-safe math for algorithm updates (Kokkos' functions, on every backend).
+namespace math {
+#if KOKKOS_VERSION >= 30700
+using Kokkos::sqrt;
+#else
+using Kokkos::Experimental::sqrt;
+#endif
+
+/// @brief max(a, b) that propagates NaN like torch.maximum.
+template <class T>
+KOKKOS_INLINE_FUNCTION T maximum(T a, T b) {
+  return a != a ? a : (b != b ? b : (a > b ? a : b));
+}
+
+/// @brief torch's lerp: start + weight * (end - start), computed as torch does for weight >= 0.5 too.
+template <class T>
+KOKKOS_INLINE_FUNCTION T lerp(T start, T end, T weight) {
+  return weight < T(0.5) ? start + weight * (end - start) : end - (end - start) * (T(1) - weight);
+}
+
+/// @brief -1, 0 or 1 like torch.sign (0 for 0 and -0; NaN stays NaN).
+template <class T>
+KOKKOS_INLINE_FUNCTION T sign(T x) {
+  return x > T(0) ? T(1) : (x < T(0) ? T(-1) : x);
+}
+}  // namespace math
+
+/// @brief Throws InvalidArgument with `message` unless `ok`; for `Algo::validate`.
+///
+/// Write the condition as torch does, `0.0 <= lr`, so that NaN fails it.
+inline void require(bool ok, const std::string& message) {
+  if (!ok) throw InvalidArgument(message);
+}
+
+/// @brief "<what>: <value>" with the value printed as Python prints a float's shortest form.
+inline std::string invalid(std::string_view what, double value) {
+  return std::string(what) + ": " + detail::fmt(value);
+}
+
+}  // namespace shardopt

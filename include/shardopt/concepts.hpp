@@ -1,0 +1,222 @@
+#pragma once
+/// @file
+/// @brief What a policy must provide: category tags, `is_..._v` traits, C++20 concepts, and the
+/// checks behind the one-line compile errors a wrong policy gets.
+///
+/// A policy declares what it is by a typedef, as Kokkos types do:
+/// - an optimizer algorithm: `using algorithm_category = shardopt::elementwise_algorithm_tag;`
+/// - a sharding layout: `using layout_category = shardopt::layout_policy_tag;`
+/// - a communicator: `using communicator_category = shardopt::communicator_tag;`
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+
+namespace shardopt {
+
+/// @brief Category of algorithms whose update of one element reads only that element's
+/// parameter, gradient and state (SGD, Adagrad, Adam, AdamW, RMSprop, Lion, ...).
+struct elementwise_algorithm_tag {};
+/// @brief Category of sharding layouts (see policies/shardopt/layout/).
+struct layout_policy_tag {};
+/// @brief Category of communicators (see policies/shardopt/comm/).
+struct communicator_tag {};
+
+/// @brief The reduction a collective applies.
+enum class ReduceOp { sum, min, max };
+
+/// @brief A pointer to each state slot of one element, handed to `Algo::update`.
+/// @tparam T the element type (float or double).
+/// @tparam N the number of state slots of the algorithm.
+template <class T, std::size_t N>
+struct StateSlots {
+  T* ptr[N > 0 ? N : 1];  ///< ptr[k] points at this element's value in slot k (null if unused).
+  /// The element's value in slot `k`.
+  constexpr T& operator[](std::size_t k) const { return *ptr[k]; }
+};
+
+namespace detail {
+template <class A> concept has_algorithm_category = requires { typename A::algorithm_category; };
+template <class A> concept declares_elementwise =
+    has_algorithm_category<A> && std::same_as<typename A::algorithm_category, elementwise_algorithm_tag>;
+template <class A> concept has_options = requires { typename A::Options; } &&
+                                         std::default_initializable<typename A::Options>;
+template <class P> concept has_name = requires { { P::name } -> std::convertible_to<std::string_view>; };
+template <class A> concept has_option_fields = requires { std::tuple_size<std::remove_cvref_t<decltype(A::option_fields)>>::value; };
+template <class A> concept has_slot_names = requires {
+  { std::span<const std::string_view>(A::slot_names) };
+};
+template <class A> concept has_validate = requires(const typename A::Options& o) { A::validate(o); };
+template <class A> concept has_slot_used = requires(const typename A::Options& o, std::size_t k) {
+  { A::slot_used(o, k) } -> std::convertible_to<bool>;
+  { A::initial_value(o, k) } -> std::convertible_to<double>;
+};
+template <class A, class T> concept has_prepare = requires(const typename A::Options& o, std::int64_t step) {
+  A::template prepare<T>(o, step);
+};
+template <class A, class T> concept has_update =
+    has_prepare<A, T> && requires(const decltype(A::template prepare<T>(std::declval<const typename A::Options&>(), 1)) & s,
+                                  T& p, T g, StateSlots<T, std::size(A::slot_names)> st) {
+      A::template update<T>(s, p, g, st);
+    };
+
+template <class L> concept has_layout_category = requires { typename L::layout_category; } &&
+                                                  std::same_as<typename L::layout_category, layout_policy_tag>;
+// Stands for the step context; only the declaration of Layout::step is checked against it.
+struct layout_context_archetype {};
+template <class L> concept has_layout_step = requires(layout_context_archetype& ctx) { L::step(ctx); };
+
+template <class C> concept has_comm_category = requires { typename C::communicator_category; } &&
+                                               std::same_as<typename C::communicator_category, communicator_tag>;
+template <class C> concept has_rank_size = requires(const C& c) {
+  { c.rank() } -> std::convertible_to<int>;
+  { c.size() } -> std::convertible_to<int>;
+};
+template <class C> concept has_all_reduce = requires(C& c, std::span<double> d, std::span<std::int64_t> i) {
+  c.all_reduce(d, ReduceOp::sum);
+  c.all_reduce(i, ReduceOp::min);
+};
+template <class C> concept has_reduce_scatter = requires(C& c, std::span<const double> s, std::span<double> r) {
+  c.reduce_scatter(s, r, ReduceOp::sum);
+};
+template <class C> concept has_all_gather = requires(C& c, std::span<const double> s, std::span<double> r,
+                                                     std::span<const char> cs, std::span<char> cr) {
+  c.all_gather(s, r);
+  c.all_gather(cs, cr);
+};
+template <class C> concept has_broadcast = requires(C& c, std::span<double> d, std::span<char> b) {
+  c.broadcast(d, 0);
+  c.broadcast(b, 0);
+};
+template <class C> concept has_barrier_stats = requires(C& c) {
+  c.barrier();
+  { c.stats().bytes_sent } -> std::convertible_to<std::uint64_t>;
+};
+}  // namespace detail
+
+/// @brief True if `A` declares itself an element-wise optimizer algorithm.
+template <class A> inline constexpr bool is_algorithm_v = detail::declares_elementwise<A>;
+/// @brief True if `L` declares itself a sharding layout.
+template <class L> inline constexpr bool is_layout_v = detail::has_layout_category<L>;
+/// @brief True if `C` declares itself a communicator.
+template <class C> inline constexpr bool is_communicator_v = detail::has_comm_category<C>;
+
+/// @brief An optimizer algorithm policy: everything `ShardedOptimizer` uses of its `Algo`.
+///
+/// See policies/shardopt/algo/adam.hpp for a complete example and docs/ for the guide.
+template <class A>
+concept Algorithm = detail::declares_elementwise<A> && detail::has_options<A> && detail::has_name<A> &&
+                    detail::has_option_fields<A> && detail::has_slot_names<A> && detail::has_validate<A> &&
+                    detail::has_slot_used<A> && detail::has_update<A, float> && detail::has_update<A, double>;
+
+/// @brief A sharding layout policy: a category tag, a name and `template <class Ctx> static void step(Ctx&)`,
+/// which runs one optimizer step through the members of shardopt::StepContext.
+template <class L>
+concept Layout = detail::has_layout_category<L> && detail::has_name<L> && detail::has_layout_step<L>;
+
+/// @brief A communicator policy: rank, size, the collectives on typed buffers, a barrier and byte counts.
+template <class C>
+concept Communicator = detail::has_comm_category<C> && detail::has_name<C> && detail::has_rank_size<C> &&
+                       detail::has_all_reduce<C> && detail::has_reduce_scatter<C> && detail::has_all_gather<C> &&
+                       detail::has_broadcast<C> && detail::has_barrier_stats<C>;
+
+namespace detail {
+template <class> inline constexpr bool always_false = false;
+
+// One readable error per wrong policy: only the first missing member is reported.
+template <class A>
+consteval bool check_algorithm() {
+  if constexpr (!has_algorithm_category<A>) {
+    static_assert(always_false<A>,
+                  "ShardedOptimizer<Algo, Layout, Comm>: Algo is not an optimizer algorithm policy: it lacks "
+                  "'using algorithm_category = shardopt::elementwise_algorithm_tag;' (did you put a Layout or "
+                  "Comm in the Algo slot?)");
+  } else if constexpr (!declares_elementwise<A>) {
+    static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo::algorithm_category must be "
+                                   "shardopt::elementwise_algorithm_tag.");
+  } else if constexpr (!has_options<A>) {
+    static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo lacks a default-constructible "
+                                   "nested struct 'Options' (its options, with torch.optim's names and defaults).");
+  } else if constexpr (!has_name<A>) {
+    static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo lacks "
+                                   "'static constexpr std::string_view name'.");
+  } else if constexpr (!has_option_fields<A>) {
+    static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo lacks 'static constexpr auto "
+                                   "option_fields = std::tuple{shardopt::field(\"lr\", &Options::lr), ...}'.");
+  } else if constexpr (!has_slot_names<A>) {
+    static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo lacks 'static constexpr "
+                                   "std::array<std::string_view, N> slot_names' (the names of its state slots).");
+  } else if constexpr (!has_validate<A>) {
+    static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo lacks 'static void "
+                                   "validate(const Options&)' (throws shardopt::InvalidArgument).");
+  } else if constexpr (!has_slot_used<A>) {
+    static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo lacks 'static bool "
+                                   "slot_used(const Options&, std::size_t)' or 'static double "
+                                   "initial_value(const Options&, std::size_t)'.");
+  } else if constexpr (!has_prepare<A, float> || !has_prepare<A, double>) {
+    static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo lacks 'template <class T> static "
+                                   "Scalars prepare(const Options&, std::int64_t step)' (the per-step scalars).");
+  } else if constexpr (!has_update<A, float> || !has_update<A, double>) {
+    static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo lacks 'template <class T> "
+                                   "KOKKOS_INLINE_FUNCTION static void update(const Scalars&, T& param, T grad, "
+                                   "shardopt::StateSlots<T, N> state)'.");
+  }
+  return Algorithm<A>;
+}
+
+template <class L>
+consteval bool check_layout() {
+  if constexpr (!has_layout_category<L>) {
+    static_assert(always_false<L>,
+                  "ShardedOptimizer<Algo, Layout, Comm>: Layout is not a sharding layout policy: it lacks "
+                  "'using layout_category = shardopt::layout_policy_tag;' (did you put an Algo or Comm in the "
+                  "Layout slot?)");
+  } else if constexpr (!has_name<L>) {
+    static_assert(always_false<L>, "ShardedOptimizer<Algo, Layout, Comm>: Layout lacks "
+                                   "'static constexpr std::string_view name'.");
+  } else if constexpr (!has_layout_step<L>) {
+    static_assert(always_false<L>, "ShardedOptimizer<Algo, Layout, Comm>: Layout lacks 'template <class Ctx> "
+                                   "static void step(Ctx& ctx)' (one optimizer step, see shardopt::StepContext).");
+  }
+  return Layout<L>;
+}
+
+template <class C>
+consteval bool check_communicator() {
+  if constexpr (!has_comm_category<C>) {
+    static_assert(always_false<C>,
+                  "ShardedOptimizer<Algo, Layout, Comm>: Comm is not a communicator policy: it lacks "
+                  "'using communicator_category = shardopt::communicator_tag;' (did you put an Algo or Layout in "
+                  "the Comm slot?)");
+  } else if constexpr (!has_name<C>) {
+    static_assert(always_false<C>, "ShardedOptimizer<Algo, Layout, Comm>: Comm lacks "
+                                   "'static constexpr std::string_view name'.");
+  } else if constexpr (!has_rank_size<C>) {
+    static_assert(always_false<C>, "ShardedOptimizer<Algo, Layout, Comm>: Comm lacks 'int rank() const' or "
+                                   "'int size() const'.");
+  } else if constexpr (!has_all_reduce<C>) {
+    static_assert(always_false<C>, "ShardedOptimizer<Algo, Layout, Comm>: Comm lacks the collective "
+                                   "'template <class T> void all_reduce(std::span<T> buffer, shardopt::ReduceOp)'.");
+  } else if constexpr (!has_reduce_scatter<C>) {
+    static_assert(always_false<C>, "ShardedOptimizer<Algo, Layout, Comm>: Comm lacks the collective "
+                                   "'template <class T> void reduce_scatter(std::span<const T> send, std::span<T> "
+                                   "recv, shardopt::ReduceOp)'.");
+  } else if constexpr (!has_all_gather<C>) {
+    static_assert(always_false<C>, "ShardedOptimizer<Algo, Layout, Comm>: Comm lacks the collective "
+                                   "'template <class T> void all_gather(std::span<const T> send, std::span<T> recv)'.");
+  } else if constexpr (!has_broadcast<C>) {
+    static_assert(always_false<C>, "ShardedOptimizer<Algo, Layout, Comm>: Comm lacks the collective "
+                                   "'template <class T> void broadcast(std::span<T> buffer, int root)'.");
+  } else if constexpr (!has_barrier_stats<C>) {
+    static_assert(always_false<C>, "ShardedOptimizer<Algo, Layout, Comm>: Comm lacks 'void barrier()' or "
+                                   "'stats()' (returning shardopt::CommStats).");
+  }
+  return Communicator<C>;
+}
+}  // namespace detail
+
+}  // namespace shardopt

@@ -1,0 +1,144 @@
+#pragma once
+// Agreement across ranks before every collective operation of the optimizer: the same operation,
+// the same registration and options, and no local error; otherwise every rank throws the same error.
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <set>
+#include <span>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <shardopt/concepts.hpp>
+#include <shardopt/error.hpp>
+
+namespace shardopt::detail {
+
+enum class Op : std::int64_t { step = 1, check_consistency = 2 };
+
+inline const char* op_name(std::int64_t op) {
+  switch (op) {
+    case 1: return "step()";
+    case 2: return "check_consistency()";
+  }
+  return "an unknown operation";
+}
+
+// An error found on this rank before a collective operation.
+struct LocalError {
+  enum Kind : std::int64_t { none = 0, invalid_argument = 1, mismatch = 2, other = 3 } kind = none;
+  std::string message;
+  explicit operator bool() const { return kind != none; }
+};
+
+[[noreturn]] inline void raise(LocalError::Kind kind, const std::string& message) {
+  if (kind == LocalError::invalid_argument) throw InvalidArgument(message);
+  if (kind == LocalError::mismatch) throw CollectiveMismatch(message);
+  throw Error(message);
+}
+
+// FNV-1a, for digests of descriptions (equal on every rank for equal input).
+inline std::uint64_t fnv1a(std::string_view s, std::uint64_t h = 1469598103934665603ull) {
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+inline std::string rank_list(const std::vector<int>& ranks) {
+  std::string s;
+  for (std::size_t i = 0; i < ranks.size() && i < 8; ++i) s += (i ? ", " : "") + std::to_string(ranks[i]);
+  if (ranks.size() > 8) s += ", ...";
+  return s;
+}
+
+// Describes how the per-rank descriptions differ. A description is lines "<kind> <key> <value...>";
+// the first two words are the key. Lines whose key is "order" are compared as a whole.
+inline std::string explain_difference(const std::vector<std::string>& descriptions) {
+  const int p = static_cast<int>(descriptions.size());
+  std::vector<std::string> keys;                               // in first-seen order
+  std::map<std::string, std::map<std::string, std::vector<int>>> values;  // key -> value -> ranks
+  for (int r = 0; r < p; ++r) {
+    std::istringstream in(descriptions[r]);
+    for (std::string line; std::getline(in, line);) {
+      const auto sp1 = line.find(' '), sp2 = line.find(' ', sp1 == std::string::npos ? sp1 : sp1 + 1);
+      const std::string key = line.substr(0, sp2), value = sp2 == std::string::npos ? "" : line.substr(sp2 + 1);
+      if (!values.count(key)) keys.push_back(key);
+      values[key][value].push_back(r);
+    }
+  }
+  std::vector<std::string> problems;
+  for (const auto& key : keys) {
+    const auto& by_value = values[key];
+    std::vector<int> has;
+    for (const auto& [v, ranks] : by_value) has.insert(has.end(), ranks.begin(), ranks.end());
+    std::sort(has.begin(), has.end());
+    const auto what = key.substr(key.find(' ') + 1), kind = key.substr(0, key.find(' '));
+    const std::string subject = kind == "param" ? "parameter '" + what + "'"
+                                : kind == "grad" ? "the gradient of '" + what + "'"
+                                : kind == "group" ? "param group " + what
+                                                  : kind + " " + what;
+    if (static_cast<int>(has.size()) < p) {
+      std::vector<int> missing;
+      for (int r = 0; r < p; ++r)
+        if (!std::binary_search(has.begin(), has.end(), r)) missing.push_back(r);
+      problems.push_back(subject + " exists on rank(s) " + rank_list(has) + " but not on rank(s) " + rank_list(missing));
+    } else if (by_value.size() > 1) {
+      std::string s = subject + " differs:";
+      for (const auto& [v, ranks] : by_value) s += " rank(s) " + rank_list(ranks) + " have '" + v + "';";
+      s.pop_back();
+      problems.push_back(s);
+    }
+  }
+  if (problems.empty()) problems.push_back("the parameters are registered in a different order on different ranks");
+  std::string out = "shardopt: the ranks disagree (" + std::to_string(problems.size()) + " problem(s)):";
+  for (std::size_t i = 0; i < problems.size() && i < 16; ++i) out += "\n  - " + problems[i];
+  if (problems.size() > 16) out += "\n  - ...";
+  return out;
+}
+
+// Every rank calls this at the start of a collective operation. Throws on every rank if the ranks
+// called different operations, if any rank has a local error (its message is sent to all), or if
+// the digests differ (the descriptions are gathered and compared). Returns the bytes it sent.
+template <class Comm, class Describe>
+std::uint64_t agree(Comm& comm, Op op, std::uint64_t digest, const LocalError& local, Describe&& describe) {
+  const int p = comm.size(), rank = comm.rank();
+  if (p == 1) {
+    if (local) raise(local.kind, local.message);
+    return 0;
+  }
+  const auto bytes_before = comm.stats().bytes_sent;
+  const auto o = static_cast<std::int64_t>(op);
+  const auto hi = static_cast<std::int64_t>(digest >> 32), lo = static_cast<std::int64_t>(digest & 0xffffffffu);
+  std::int64_t v[7] = {local ? rank : p, o, -o, hi, -hi, lo, -lo};
+  comm.all_reduce(std::span<std::int64_t>(v, 7), ReduceOp::min);
+  if (v[1] != -v[2])
+    throw CollectiveMismatch(std::string("shardopt: the ranks called different collective operations: some called ") +
+                             op_name(v[1]) + ", others " + op_name(-v[2]) + " (every rank must make the same calls in the same order)");
+  if (v[0] < p) {
+    const int root = static_cast<int>(v[0]);
+    std::int64_t head[2] = {static_cast<std::int64_t>(local.kind), static_cast<std::int64_t>(local.message.size())};
+    comm.broadcast(std::span<std::int64_t>(head, 2), root);
+    std::string text = rank == root ? local.message : std::string(static_cast<std::size_t>(head[1]), '\0');
+    comm.broadcast(std::span<char>(text.data(), text.size()), root);
+    raise(static_cast<LocalError::Kind>(head[0]), "rank " + std::to_string(root) + ": " + text);
+  }
+  if (v[3] != -v[4] || v[5] != -v[6]) {
+    const std::string mine = describe();
+    std::vector<std::int64_t> lengths(p);
+    std::int64_t my_length = static_cast<std::int64_t>(mine.size());
+    comm.all_gather(std::span<const std::int64_t>(&my_length, 1), std::span<std::int64_t>(lengths));
+    const std::size_t width = static_cast<std::size_t>(*std::max_element(lengths.begin(), lengths.end()));
+    std::string padded = mine;
+    padded.resize(width, '\0');
+    std::string all(width * p, '\0');
+    comm.all_gather(std::span<const char>(padded.data(), width), std::span<char>(all.data(), all.size()));
+    std::vector<std::string> descriptions;
+    for (int r = 0; r < p; ++r) descriptions.push_back(all.substr(r * width, static_cast<std::size_t>(lengths[r])));
+    throw CollectiveMismatch(explain_difference(descriptions));
+  }
+  return comm.stats().bytes_sent - bytes_before;
+}
+
+}  // namespace shardopt::detail

@@ -1,0 +1,41 @@
+#pragma once
+/// @file
+/// @brief The umbrella header: the core, every bundled policy and ScopeGuard.
+///
+/// @code
+/// #include <shardopt/shardopt.hpp>
+/// using Opt = shardopt::ShardedOptimizer<shardopt::algo::Adam, shardopt::layout::Replicated,
+///                                        shardopt::comm::Mpi>;
+/// @endcode
+
+#include <shardopt/algorithm.hpp>
+#include <shardopt/comm_stats.hpp>
+#include <shardopt/concepts.hpp>
+#include <shardopt/error.hpp>
+#include <shardopt/options.hpp>
+#include <shardopt/scope_guard.hpp>
+#include <shardopt/sharded_optimizer.hpp>
+#include <shardopt/sharded_tensor.hpp>
+
+#include <shardopt/algo/adagrad.hpp>
+#include <shardopt/algo/adam.hpp>
+#include <shardopt/algo/adamw.hpp>
+#include <shardopt/algo/rmsprop.hpp>
+#include <shardopt/algo/sgd.hpp>
+
+#include <shardopt/layout/replicated.hpp>
+
+#include <shardopt/comm/serial.hpp>
+#if SHARDOPT_HAS_MPI
+#include <shardopt/comm/mpi.hpp>
+#endif
+
+/// @brief Everything of shardopt: the optimizer, sharded tensors, policies and their concepts.
+namespace shardopt {
+/// @brief Optimizer algorithm policies (the `Algo` of ShardedOptimizer).
+namespace algo {}
+/// @brief Sharding layout policies (the `Layout` of ShardedOptimizer).
+namespace layout {}
+/// @brief Communicator policies (the `Comm` of ShardedOptimizer).
+namespace comm {}
+}  // namespace shardopt

@@ -1,0 +1,95 @@
+#pragma once
+/// @file
+/// @brief algo::Adam, as torch.optim.Adam.
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <string_view>
+#include <tuple>
+
+#include <shardopt/algorithm.hpp>
+
+namespace shardopt::algo {
+
+/// @brief Adam (Kingma & Ba), the formulas of torch.optim.Adam (foreach=False), step by step:
+/// @code
+/// g = maximize ? -grad : grad
+/// if weight_decay != 0: g = g + weight_decay * p          (L2; AdamW decouples it instead)
+/// m = lerp(m, g, 1 - beta1)
+/// v = v * beta2 + (1 - beta2) * g * g
+/// if amsgrad: vmax = max(vmax, v)
+/// denom = sqrt(amsgrad ? vmax : v) / (1 - beta2^t)^0.5 + eps
+/// p = p + (-lr / (1 - beta1^t)) * m / denom
+/// @endcode
+/// State slots: `exp_avg`, `exp_avg_sq`, and `max_exp_avg_sq` when amsgrad.
+struct Adam {
+  using algorithm_category = elementwise_algorithm_tag;  ///< declares this type an algorithm
+  static constexpr std::string_view name = "Adam";       ///< torch.optim class name
+
+  /// @brief Options, with torch.optim.Adam's names and defaults (`betas` split in beta1, beta2).
+  struct Options {
+    double lr = 1e-3;            ///< learning rate
+    double beta1 = 0.9;          ///< betas[0]: decay of the first moment
+    double beta2 = 0.999;        ///< betas[1]: decay of the second moment
+    double eps = 1e-8;           ///< added to the denominator
+    double weight_decay = 0.0;   ///< L2 penalty added to the gradient
+    bool amsgrad = false;        ///< keep the maximum of the second moment
+    bool maximize = false;       ///< maximize the objective
+  };
+  /// The options by name, in order.
+  static constexpr auto option_fields =
+      std::tuple{field("lr", &Options::lr),     field("beta1", &Options::beta1),
+                 field("beta2", &Options::beta2), field("eps", &Options::eps),
+                 field("weight_decay", &Options::weight_decay), field("amsgrad", &Options::amsgrad),
+                 field("maximize", &Options::maximize)};
+  /// State slot names (torch's state keys).
+  static constexpr std::array<std::string_view, 3> slot_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+
+  /// Throws InvalidArgument with torch's wording for an invalid option.
+  static void validate(const Options& o) {
+    require(0.0 <= o.lr, invalid("Invalid learning rate", o.lr));
+    require(0.0 <= o.eps, invalid("Invalid epsilon value", o.eps));
+    require(0.0 <= o.beta1 && o.beta1 < 1.0, invalid("Invalid beta parameter at index 0", o.beta1));
+    require(0.0 <= o.beta2 && o.beta2 < 1.0, invalid("Invalid beta parameter at index 1", o.beta2));
+    require(0.0 <= o.weight_decay, invalid("Invalid weight_decay value", o.weight_decay));
+  }
+  /// Whether slot `k` is kept under options `o`.
+  static constexpr bool slot_used(const Options& o, std::size_t k) { return k < 2 || o.amsgrad; }
+  /// Initial value of slot `k`.
+  static constexpr double initial_value(const Options&, std::size_t) { return 0.0; }
+
+  /// @brief The per-step scalars, computed once on the host.
+  template <class T>
+  struct Scalars {
+    T weight_decay, one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size, decay;
+    bool amsgrad, maximize, decoupled;
+  };
+  /// Scalars of step `step` (1 for the first step) under options `o`; `decoupled` selects AdamW.
+  template <class T>
+  static Scalars<T> prepare(const Options& o, std::int64_t step, bool decoupled = false) {
+    const double t = static_cast<double>(step);
+    const double bc1 = 1.0 - std::pow(o.beta1, t), bc2 = 1.0 - std::pow(o.beta2, t);
+    return {T(o.weight_decay), T(1.0 - o.beta1), T(o.beta2), T(1.0 - o.beta2), T(std::pow(bc2, 0.5)), T(o.eps),
+            T(-(o.lr / bc1)), T(1.0 - o.lr * o.weight_decay), o.amsgrad, o.maximize, decoupled};
+  }
+  /// The update of one element.
+  template <class T>
+  KOKKOS_INLINE_FUNCTION static void update(const Scalars<T>& s, T& p, T g, StateSlots<T, 3> st) {
+    if (s.maximize) g = -g;
+    if (s.weight_decay != T(0)) {
+      if (s.decoupled) p = p * s.decay;
+      else g = g + s.weight_decay * p;
+    }
+    T& m = st[0];
+    T& v = st[1];
+    m = math::lerp(m, g, s.one_minus_beta1);
+    v = v * s.beta2 + (s.one_minus_beta2 * g) * g;
+    T second = v;
+    if (s.amsgrad) second = st[2] = math::maximum(st[2], v);
+    const T denom = math::sqrt(second) / s.bias_correction2_sqrt + s.eps;
+    p = p + (s.neg_step_size * m) / denom;
+  }
+};
+
+}  // namespace shardopt::algo

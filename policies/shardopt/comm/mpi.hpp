@@ -1,0 +1,178 @@
+#pragma once
+/// @file
+/// @brief comm::Mpi: collectives over an MPI communicator.
+
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1  // shardopt uses the C API; the deprecated C++ bindings need extra libraries
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include <shardopt/comm_stats.hpp>
+#include <shardopt/concepts.hpp>
+#include <shardopt/error.hpp>
+
+namespace shardopt::comm {
+
+namespace detail_mpi {
+template <class T>
+MPI_Datatype datatype() {
+  using U = std::remove_cv_t<T>;
+  if constexpr (std::is_same_v<U, float>) return MPI_FLOAT;
+  else if constexpr (std::is_same_v<U, double>) return MPI_DOUBLE;
+  else if constexpr (std::is_same_v<U, char>) return MPI_CHAR;
+  else if constexpr (std::is_integral_v<U> && std::is_signed_v<U> && sizeof(U) == 4) return MPI_INT32_T;
+  else if constexpr (std::is_integral_v<U> && std::is_signed_v<U> && sizeof(U) == 8) return MPI_INT64_T;
+  else if constexpr (std::is_integral_v<U> && std::is_unsigned_v<U> && sizeof(U) == 1) return MPI_UINT8_T;
+  else if constexpr (std::is_integral_v<U> && std::is_unsigned_v<U> && sizeof(U) == 4) return MPI_UINT32_T;
+  else if constexpr (std::is_integral_v<U> && std::is_unsigned_v<U> && sizeof(U) == 8) return MPI_UINT64_T;
+  else static_assert(sizeof(U) == 0, "comm::Mpi: unsupported element type");
+}
+
+inline MPI_Op op(ReduceOp o) {
+  switch (o) {
+    case ReduceOp::sum: return MPI_SUM;
+    case ReduceOp::min: return MPI_MIN;
+    case ReduceOp::max: return MPI_MAX;
+  }
+  return MPI_SUM;
+}
+
+inline void check(int rc, const char* call) {
+  if (rc == MPI_SUCCESS) return;
+  char msg[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, msg, &len);
+  throw CommError(std::string("comm::Mpi: ") + call + " failed: " + std::string(msg, len));
+}
+
+inline int to_int(std::size_t n, const char* call) {
+  if (n > static_cast<std::size_t>(INT32_MAX))
+    throw InvalidArgument(std::string("comm::Mpi::") + call + ": " + std::to_string(n) +
+                          " elements exceed MPI's int count; split the buffer");
+  return static_cast<int>(n);
+}
+}  // namespace detail_mpi
+
+/// @brief Collectives over an MPI communicator.
+///
+/// The constructor duplicates the given communicator (collective over it), so shardopt's traffic
+/// never matches a user's messages; copies of a comm::Mpi share the duplicate and its byte counts.
+/// MPI errors become shardopt::CommError. Buffers must be memory MPI can read: host memory, or
+/// device memory with a CUDA-aware MPI. On one process nothing calls MPI.
+class Mpi {
+ public:
+  using communicator_category = communicator_tag;  ///< declares this type a communicator
+  static constexpr std::string_view name = "Mpi";  ///< shown in messages
+
+  /// Duplicates `comm` (a collective call on `comm`). MPI must be initialized.
+  explicit Mpi(MPI_Comm comm) : state_(std::make_shared<State>()) {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) throw InvalidArgument("comm::Mpi: MPI is not initialized (create a shardopt::ScopeGuard first)");
+    detail_mpi::check(MPI_Comm_dup(comm, &state_->comm), "MPI_Comm_dup");
+    MPI_Comm_set_errhandler(state_->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(state_->comm, &state_->rank);
+    MPI_Comm_size(state_->comm, &state_->size);
+  }
+
+  /// This process's rank in the communicator.
+  int rank() const noexcept { return state_->rank; }
+  /// The number of processes in the communicator.
+  int size() const noexcept { return state_->size; }
+  /// The duplicated communicator shardopt uses.
+  MPI_Comm native() const noexcept { return state_->comm; }
+
+  /// In-place all-reduce of `buffer`.
+  template <class T>
+  void all_reduce(std::span<T> buffer, ReduceOp op) {
+    if (size() == 1) return;
+    detail_mpi::check(MPI_Allreduce(MPI_IN_PLACE, buffer.data(), detail_mpi::to_int(buffer.size(), "all_reduce"),
+                                    detail_mpi::datatype<T>(), detail_mpi::op(op), native()),
+                      "MPI_Allreduce");
+    count(detail::all_reduce_bytes(buffer.size_bytes(), size()));
+  }
+  /// Reduce-scatter: `recv` gets this rank's part of the reduction of `send` (`send.size() == size() * recv.size()`).
+  template <class T>
+  void reduce_scatter(std::span<const T> send, std::span<T> recv, ReduceOp op) {
+    if (send.size() != recv.size() * static_cast<std::size_t>(size()))
+      throw InvalidArgument("comm::Mpi::reduce_scatter: send has " + std::to_string(send.size()) +
+                            " elements, expected size() * recv.size() = " + std::to_string(recv.size() * size()));
+    if (size() == 1) {
+      if (send.data() != recv.data()) std::copy(send.begin(), send.end(), recv.begin());
+      return;
+    }
+    detail_mpi::check(MPI_Reduce_scatter_block(send.data(), recv.data(), detail_mpi::to_int(recv.size(), "reduce_scatter"),
+                                               detail_mpi::datatype<T>(), detail_mpi::op(op), native()),
+                      "MPI_Reduce_scatter_block");
+    count(detail::reduce_scatter_bytes(recv.size_bytes(), size()));
+  }
+  /// All-gather: `recv` gets every rank's `send`, in rank order (`recv.size() == size() * send.size()`).
+  /// `send` may be this rank's own part of `recv` (in place).
+  template <class T>
+  void all_gather(std::span<const T> send, std::span<T> recv) {
+    if (recv.size() != send.size() * static_cast<std::size_t>(size()))
+      throw InvalidArgument("comm::Mpi::all_gather: recv has " + std::to_string(recv.size()) +
+                            " elements, expected size() * send.size() = " + std::to_string(send.size() * size()));
+    if (size() == 1) {
+      if (send.data() != recv.data()) std::copy(send.begin(), send.end(), recv.begin());
+      return;
+    }
+    const bool in_place = send.data() == recv.data() + send.size() * rank();
+    const int n = detail_mpi::to_int(send.size(), "all_gather");
+    detail_mpi::check(MPI_Allgather(in_place ? MPI_IN_PLACE : send.data(), n, detail_mpi::datatype<T>(), recv.data(), n,
+                                    detail_mpi::datatype<T>(), native()),
+                      "MPI_Allgather");
+    count(detail::all_gather_bytes(send.size_bytes(), size()));
+  }
+  /// Broadcast `buffer` from `root`.
+  template <class T>
+  void broadcast(std::span<T> buffer, int root) {
+    if (root < 0 || root >= size())
+      throw InvalidArgument("comm::Mpi::broadcast: root " + std::to_string(root) + " is not a rank (size " +
+                            std::to_string(size()) + ")");
+    if (size() == 1) return;
+    detail_mpi::check(MPI_Bcast(buffer.data(), detail_mpi::to_int(buffer.size(), "broadcast"), detail_mpi::datatype<T>(),
+                                root, native()),
+                      "MPI_Bcast");
+    count(detail::broadcast_bytes(buffer.size_bytes(), size()));
+  }
+  /// Waits for every rank.
+  void barrier() {
+    if (size() > 1) detail_mpi::check(MPI_Barrier(native()), "MPI_Barrier");
+  }
+  /// Bytes and calls so far (shared by copies of this communicator).
+  const CommStats& stats() const noexcept { return state_->stats; }
+
+ private:
+  struct State {
+    MPI_Comm comm = MPI_COMM_NULL;
+    int rank = 0, size = 1;
+    CommStats stats;
+    State() = default;
+    State(const State&) = delete;
+    State& operator=(const State&) = delete;
+    ~State() {
+      int finalized = 0;
+      MPI_Finalized(&finalized);
+      if (!finalized && comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
+    }
+  };
+  void count(std::uint64_t bytes) {
+    state_->stats.bytes_sent += bytes;
+    state_->stats.collectives += 1;
+  }
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace shardopt::comm

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Generate tests/golden/golden.txt: reference trajectories from torch.optim.
+
+Every case runs one torch optimizer (single-tensor path, foreach=False) on one
+param group holding three tensors t = 0, 1, 2 of shapes [5], [2, 3], [2, 1, 2].
+Values are computed in double precision from the row-major flat index i and then
+rounded once to the case dtype (float32 or float64):
+
+    p0[t][i]   = (((i + 17*t) * 37 + 11) % 101) / 50.0 - 1.0
+    g[k][t][i] = ((((i + 17*t) * 53 + k*29 + 7) % 97) / 48.0 - 1.0) * 0.5
+
+For k = 1..4: p.grad = g[k][t] (fresh tensor), then opt.step().
+
+Output format (one item per line, tokens separated by single spaces):
+
+    # header comment
+    case <Algo> <dtype> <key>=<value> ...   (floats as Python repr, bools as 0/1)
+    param <k> <t> <hex> ...                 (parameter t after step k; k=1..4, t=0..2)
+    state <slot> <t> <hex> ...              (state tensors after step 4, slots sorted by name)
+    step <t> <n>                            (only for algorithms keeping state['step'])
+    end
+
+<hex> is the element's IEEE-754 bit pattern in lowercase hex, 8 digits for
+float32 and 16 for float64.
+
+For host-independent output the script pins ATEN_CPU_CAPABILITY=default (torch's
+AVX2/AVX512 kernels contract a + b*c into FMAs; the default build does not) and
+MKL_CBWR=COMPATIBLE (torch's CPU sqrt comes from MKL, whose results otherwise
+depend on the CPU). MKL's sqrt is not always correctly rounded (1 ulp off), so
+sqrt-based optimizers can only be matched to within a few ulps.
+
+Usage: python3 scripts/make_golden.py [output_path]
+"""
+import inspect
+import itertools
+import math
+import os
+import sys
+
+os.environ["ATEN_CPU_CAPABILITY"] = "default"  # must be set before torch is imported
+os.environ["MKL_CBWR"] = "COMPATIBLE"
+import torch  # noqa: E402
+
+SHAPES = [(5,), (2, 3), (2, 1, 2)]
+STEPS = 4
+DTYPES = [("float32", torch.float32), ("float64", torch.float64)]
+
+
+def make_tensor(t, dtype, value_of_index):
+    vals = [value_of_index(i + 17 * t) for i in range(math.prod(SHAPES[t]))]
+    return torch.tensor(vals, dtype=torch.float64).to(dtype).reshape(SHAPES[t])
+
+
+def initial_param(t, dtype):
+    return make_tensor(t, dtype, lambda j: ((j * 37 + 11) % 101) / 50.0 - 1.0)
+
+
+def gradient(k, t, dtype):
+    return make_tensor(t, dtype, lambda j: (((j * 53 + k * 29 + 7) % 97) / 48.0 - 1.0) * 0.5)
+
+
+def hex_tokens(tensor):
+    flat = tensor.detach().contiguous().reshape(-1)
+    if flat.dtype == torch.float32:
+        bits, width, mask = flat.view(torch.int32), 8, 0xFFFFFFFF
+    else:
+        bits, width, mask = flat.view(torch.int64), 16, 0xFFFFFFFFFFFFFFFF
+    return " ".join(format(int(b) & mask, "0%dx" % width) for b in bits.tolist())
+
+
+def grid(**axes):
+    """Cartesian product of the axes, as dicts (keyword order = nesting order)."""
+    keys = list(axes)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*axes.values())]
+
+
+def sgd_cases():
+    out = []
+    for momentum in (0.0, 0.9):
+        for dampening in ((0.0, 0.3) if momentum > 0 else (0.0,)):
+            for nesterov in ((False, True) if momentum > 0 and dampening == 0 else (False,)):
+                for rest in grid(weight_decay=(0.0, 0.1), maximize=(False, True)):
+                    out.append(dict(lr=0.1, momentum=momentum, dampening=dampening,
+                                    nesterov=nesterov, **rest))
+    return out
+
+
+# (torch class, option dicts, option keys written to the file in this order)
+ALGOS = [
+    (torch.optim.SGD, sgd_cases(),
+     ["lr", "momentum", "dampening", "nesterov", "weight_decay", "maximize"]),
+    (torch.optim.Adagrad,
+     [dict(lr=0.1, **g) for g in grid(lr_decay=(0.0, 0.05), weight_decay=(0.0, 0.1),
+                                      initial_accumulator_value=(0.0, 0.2),
+                                      maximize=(False, True))],
+     ["lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps", "maximize"]),
+] + [
+    (cls, [dict(lr=0.05, **g) for g in grid(amsgrad=(False, True), maximize=(False, True),
+                                            weight_decay=(0.0, 0.1))],
+     ["lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad", "maximize"])
+    for cls in (torch.optim.Adam, torch.optim.AdamW)
+] + [
+    (torch.optim.RMSprop,
+     [dict(lr=0.01, **g) for g in grid(centered=(False, True), momentum=(0.0, 0.9),
+                                       weight_decay=(0.0, 0.1), maximize=(False, True))],
+     ["lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"]),
+]
+
+
+def fmt_option(value):
+    if isinstance(value, bool):
+        return str(int(value))
+    return repr(float(value))
+
+
+def run_case(cls, options, keys, dtype_name, dtype):
+    params = [initial_param(t, dtype).requires_grad_(True) for t in range(len(SHAPES))]
+    kwargs = dict(options, foreach=False)
+    if "fused" in inspect.signature(cls).parameters:
+        kwargs["fused"] = False
+    opt = cls(params, **kwargs)
+    group = opt.param_groups[0]
+    if "betas" in group:
+        group_view = dict(group, beta1=group["betas"][0], beta2=group["betas"][1])
+    else:
+        group_view = group
+    lines = ["case %s %s %s" % (cls.__name__, dtype_name,
+                                " ".join("%s=%s" % (k, fmt_option(group_view[k])) for k in keys))]
+    with torch.no_grad():
+        for k in range(1, STEPS + 1):
+            for t, p in enumerate(params):
+                p.grad = gradient(k, t, dtype)
+            opt.step()
+            for t, p in enumerate(params):
+                lines.append("param %d %d %s" % (k, t, hex_tokens(p)))
+    states = [opt.state[p] for p in params]
+    for slot in sorted(set().union(*states) - {"step"}):
+        for t, p in enumerate(params):
+            value = states[t].get(slot)
+            if torch.is_tensor(value) and value.shape == p.shape:
+                lines.append("state %s %d %s" % (slot, t, hex_tokens(value)))
+    lines += ["step %d %d" % (t, int(s["step"])) for t, s in enumerate(states) if "step" in s]
+    return lines + ["end"]
+
+
+def main():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "tests", "golden",
+                                                                  "golden.txt")
+    torch.set_default_dtype(torch.float32)  # keeps state['step'] float32, as by default
+    lines = ["# shardopt golden data, generated by scripts/make_golden.py with torch %s;"
+             " do not edit" % torch.__version__]
+    count = 0
+    for cls, option_list, keys in ALGOS:
+        for dtype_name, dtype in DTYPES:
+            for options in option_list:
+                lines += run_case(cls, options, keys, dtype_name, dtype)
+                count += 1
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "w", newline="\n") as f:
+        f.write("\n".join(lines) + "\n")
+    print("wrote %d cases to %s" % (count, out_path))
+
+
+if __name__ == "__main__":
+    main()

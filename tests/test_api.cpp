@@ -1,0 +1,309 @@
+// The API on one process: options and their errors, registration errors, gradient presence,
+// param groups, closures, element types and ranks, policy traits.
+#include <boost/test/unit_test.hpp>
+
+#include "support.hpp"
+
+#include <string>
+#include <tuple>
+
+namespace so = shardopt;
+using so::comm::Serial;
+using so::layout::Replicated;
+
+namespace {
+
+template <class Algo>
+using SerialOpt = so::ShardedOptimizer<Algo, Replicated, Serial>;
+
+// Runs f, requires it to throw E whose message contains every fragment.
+template <class E, class F>
+void require_throw(F&& f, std::initializer_list<std::string> fragments) {
+  try {
+    f();
+  } catch (const E& e) {
+    const std::string what = e.what();
+    for (const auto& frag : fragments) BOOST_CHECK_MESSAGE(what.find(frag) != std::string::npos, "'" << what << "' lacks '" << frag << "'");
+    return;
+  } catch (const std::exception& e) {
+    BOOST_ERROR("wrong exception type: " << e.what());
+    return;
+  }
+  BOOST_ERROR("no exception; expected one containing '" << *fragments.begin() << "'");
+}
+
+template <class T>
+Kokkos::View<T*> filled(const char* label, std::size_t n, double start, double step) {
+  Kokkos::View<T*> v(std::string(label), n);
+  std::vector<T> h(n);
+  for (std::size_t i = 0; i < n; ++i) h[i] = static_cast<T>(start + step * double(i));
+  test::from_host(v, h);
+  return v;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(options)
+
+BOOST_AUTO_TEST_CASE(torch_wording_at_construction) {
+  using namespace so::algo;
+  require_throw<so::InvalidArgument>([] { SerialOpt<Adam>(Serial{}, {.lr = -1}); }, {"Invalid learning rate: -1"});
+  require_throw<so::InvalidArgument>([] { SerialOpt<Adam>(Serial{}, {.lr = std::nan("")}); }, {"Invalid learning rate: nan"});
+  require_throw<so::InvalidArgument>([] { SerialOpt<Adam>(Serial{}, {.beta1 = 1.0}); }, {"Invalid beta parameter at index 0: 1"});
+  require_throw<so::InvalidArgument>([] { SerialOpt<AdamW>(Serial{}, {.beta2 = -0.5}); }, {"Invalid beta parameter at index 1: -0.5"});
+  require_throw<so::InvalidArgument>([] { SerialOpt<Adam>(Serial{}, {.eps = -1e-8}); }, {"Invalid epsilon value: -1e-08"});
+  require_throw<so::InvalidArgument>([] { SerialOpt<Adam>(Serial{}, {.weight_decay = -0.1}); }, {"Invalid weight_decay value: -0.1"});
+  require_throw<so::InvalidArgument>([] { SerialOpt<SGD>(Serial{}, {.momentum = -0.9}); }, {"Invalid momentum value: -0.9"});
+  require_throw<so::InvalidArgument>([] { SerialOpt<SGD>(Serial{}, {.nesterov = true}); },
+                                     {"Nesterov momentum requires a momentum and zero dampening"});
+  require_throw<so::InvalidArgument>([] { SerialOpt<SGD>(Serial{}, {.momentum = 0.9, .dampening = 0.1, .nesterov = true}); },
+                                     {"Nesterov momentum requires a momentum and zero dampening"});
+  require_throw<so::InvalidArgument>([] { SerialOpt<Adagrad>(Serial{}, {.lr_decay = -1}); }, {"Invalid lr_decay value: -1"});
+  require_throw<so::InvalidArgument>([] { SerialOpt<Adagrad>(Serial{}, {.initial_accumulator_value = -1}); },
+                                     {"Invalid initial_accumulator_value value: -1"});
+  require_throw<so::InvalidArgument>([] { SerialOpt<RMSprop>(Serial{}, {.alpha = -0.99}); }, {"Invalid alpha value: -0.99"});
+  require_throw<so::InvalidArgument>([] { SerialOpt<RMSprop>(Serial{}, {.eps = -1}); }, {"Invalid epsilon value: -1"});
+}
+
+BOOST_AUTO_TEST_CASE(torch_defaults) {
+  using namespace so::algo;
+  BOOST_TEST(SGD::Options{}.lr == 1e-3);
+  BOOST_TEST(Adagrad::Options{}.lr == 1e-2);
+  BOOST_TEST(Adagrad::Options{}.eps == 1e-10);
+  BOOST_TEST(Adam::Options{}.lr == 1e-3);
+  BOOST_TEST(Adam::Options{}.beta2 == 0.999);
+  BOOST_TEST(Adam::Options{}.weight_decay == 0.0);
+  BOOST_TEST(AdamW::Options{}.weight_decay == 1e-2);
+  BOOST_TEST(RMSprop::Options{}.alpha == 0.99);
+  BOOST_TEST(RMSprop::Options{}.lr == 1e-2);
+}
+
+BOOST_AUTO_TEST_CASE(add_param_group_validates_and_changes_nothing) {
+  SerialOpt<so::algo::Adam> opt(Serial{}, {.lr = 0.1});
+  require_throw<so::InvalidArgument>([&] { opt.add_param_group({.lr = -2}); }, {"Invalid learning rate: -2"});
+  BOOST_TEST(opt.param_groups().size() == 1u);
+  // The callable form starts from this optimizer's defaults, like torch's missing keys.
+  const int g = opt.add_param_group([](auto& o) { o.amsgrad = true; });
+  BOOST_TEST(g == 1);
+  BOOST_TEST(opt.param_groups()[1].options.lr == 0.1);
+  BOOST_TEST(opt.param_groups()[1].options.amsgrad);
+  // The aggregate form takes torch's defaults for what it leaves out.
+  const int h = opt.add_param_group({.eps = 1e-6});
+  BOOST_TEST(opt.param_groups()[h].options.lr == 1e-3);
+}
+
+BOOST_AUTO_TEST_CASE(invalid_group_options_fail_the_step_and_change_nothing) {
+  SerialOpt<so::algo::SGD> opt(Serial{}, {.lr = 0.5});
+  auto p = filled<double>("p", 4, 1.0, 1.0), g = filled<double>("g", 4, 1.0, 0.0);
+  opt.add_param("p", p, g);
+  opt.param_groups()[0].options.lr = -0.5;
+  require_throw<so::InvalidArgument>([&] { opt.step(); }, {"param group 0", "Invalid learning rate: -0.5"});
+  BOOST_TEST(test::to_host<double>(p)[0] == 1.0);
+  BOOST_TEST(opt.step_count("p") == 0);
+  opt.param_groups()[0].options.lr = 0.5;
+  opt.step();
+  BOOST_TEST(test::to_host<double>(p)[0] == 0.5);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(registration)
+
+BOOST_AUTO_TEST_CASE(bad_input_is_named_and_changes_nothing) {
+  SerialOpt<so::algo::Adam> opt(Serial{});
+  Kokkos::View<float**> w("w", 8, 4), gw("gw", 8, 4), bad("bad", 8, 5);
+  opt.add_param("fc.weight", w, gw);
+  require_throw<so::InvalidArgument>([&] { opt.add_param("fc.other", w, bad); },
+                                     {"fc.other", "gradient's shape [8, 5] differs from the parameter's shape [8, 4]"});
+  require_throw<so::InvalidArgument>([&] { opt.add_param("fc.weight", w, gw); }, {"fc.weight", "already registered"});
+  require_throw<so::InvalidArgument>([&] { opt.add_param("fc.bias", w, gw, 3); }, {"fc.bias", "unknown param group 3"});
+  require_throw<so::InvalidArgument>([&] { opt.add_param("fc.neg", w, gw, -1); }, {"unknown param group -1"});
+  require_throw<so::InvalidArgument>([&] { opt.add_param("", w, gw); }, {"non-empty"});
+  require_throw<so::InvalidArgument>([&] { opt.add_param("self", w, w); }, {"self", "is the parameter view itself"});
+  Kokkos::View<float**, Kokkos::LayoutStride> strided = Kokkos::subview(w, Kokkos::ALL, Kokkos::pair<int, int>(0, 2));
+  Kokkos::View<float**, Kokkos::LayoutStride> gstrided = Kokkos::subview(gw, Kokkos::ALL, Kokkos::pair<int, int>(0, 2));
+  require_throw<so::InvalidArgument>([&] { opt.add_param("cols", strided, gstrided); }, {"cols", "not contiguous"});
+  require_throw<so::InvalidArgument>([&] { opt.step_count("nope"); }, {"nope", "no parameter"});
+  BOOST_TEST(opt.param_names() == std::vector<std::string>{"fc.weight"});
+  BOOST_TEST(opt.param_groups()[0].params() == std::vector<std::string>{"fc.weight"});
+}
+
+BOOST_AUTO_TEST_CASE(sharded_tensor_tiling_errors) {
+  using ST = so::ShardedTensor<float>;
+  Serial c;
+  require_throw<so::InvalidArgument>([&] { ST::chunk(c, {4, 3}, 2); }, {"dim 2 is not a dimension of shape [4, 3]"});
+  require_throw<so::InvalidArgument>([&] { ST::enumerable(c, {4, 3}, {{{0, 0}, {3, 3}, 0}, {{2, 0}, {2, 3}, 0}}); },
+                                     {"shard 1", "overlaps shard 0"});
+  require_throw<so::InvalidArgument>([&] { ST::enumerable(c, {4, 3}, {{{0, 0}, {3, 3}, 0}}); },
+                                     {"cover 9 of its 12 elements"});
+  require_throw<so::InvalidArgument>([&] { ST::enumerable(c, {4, 3}, {{{0, 0}, {5, 3}, 0}}); }, {"outside the tensor"});
+  require_throw<so::InvalidArgument>([&] { ST::enumerable(c, {4, 3}, {{{0, 0}, {4, 3}, 1}}); }, {"rank 1", "size 1"});
+  require_throw<so::InvalidArgument>([&] { ST::enumerable(c, {4, 3}, {{{0}, {4}, 0}}); }, {"1 offsets", "2 dimensions"});
+  auto ok = ST::enumerable(c, {4, 3}, {{{0, 0}, {4, 1}, 0}, {{0, 1}, {4, 2}, 0}});
+  BOOST_TEST(ok.local_shards().size() == 2u);
+  BOOST_TEST(ok.local_shards()[1].value.size() == 8u);
+}
+
+BOOST_AUTO_TEST_CASE(views_of_rank_one_to_four_and_both_dtypes) {
+  SerialOpt<so::algo::SGD> opt(Serial{}, {.lr = 0.5});
+  Kokkos::View<float*> a("a", 3), ga("ga", 3);
+  Kokkos::View<double**> b("b", 2, 3), gb("gb", 2, 3);
+  Kokkos::View<float***> c("c", 2, 2, 2), gc("gc", 2, 2, 2);
+  Kokkos::View<double****, Kokkos::LayoutLeft> d("d", 1, 2, 1, 2), gd("gd", 1, 2, 1, 2);
+  opt.add_param("a", a, ga);
+  opt.add_param("b", b, gb);
+  opt.add_param("c", c, gc);
+  opt.add_param("d", d, gd);
+  Kokkos::deep_copy(ga, 2.0f);
+  Kokkos::deep_copy(gb, 2.0);
+  Kokkos::deep_copy(gc, 2.0f);
+  Kokkos::deep_copy(gd, 2.0);
+  opt.step();
+  BOOST_TEST(test::to_host<float>(a)[2] == -1.0f);
+  BOOST_TEST(test::to_host<double>(b)[5] == -1.0);
+  BOOST_TEST(test::to_host<float>(c)[7] == -1.0f);
+  BOOST_TEST(test::to_host<double>(d)[3] == -1.0);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(gradients)
+
+BOOST_AUTO_TEST_CASE(absent_gradient_skips_the_parameter) {
+  SerialOpt<so::algo::Adam> opt(Serial{}, {.lr = 0.1});
+  auto p = filled<float>("p", 5, 1.0, 0.5), q = filled<float>("q", 5, 1.0, 0.5);
+  Kokkos::View<float*> gp("gp", 5), gq("gq", 5);
+  opt.add_param("p", p, gp);
+  opt.add_param("q", q, gq);
+  BOOST_TEST(opt.has_grad("p"));
+  Kokkos::deep_copy(gp, 1.0f);
+  Kokkos::deep_copy(gq, 1.0f);
+  opt.step();
+  Kokkos::deep_copy(gq, 0.0f);
+  const auto q_after_one = test::to_host<float>(q);
+  const auto q_state = opt.local_state<float>("q", "exp_avg");
+  opt.zero_grad();  // set_to_none: both absent
+  BOOST_TEST(!opt.has_grad("p"));
+  BOOST_TEST(test::to_host<float>(gp)[0] == 0.0f);
+  Kokkos::deep_copy(gp, 1.0f);
+  opt.mark_grad_present("p");
+  opt.step();
+  BOOST_TEST(opt.step_count("p") == 2);
+  BOOST_TEST(opt.step_count("q") == 1);
+  BOOST_TEST(test::to_host<float>(q) == q_after_one);
+  BOOST_TEST(opt.local_state<float>("q", "exp_avg") == q_state);
+}
+
+BOOST_AUTO_TEST_CASE(written_but_absent_gradient_is_an_error_and_changes_nothing) {
+  SerialOpt<so::algo::SGD> opt(Serial{}, {.lr = 0.1, .momentum = 0.9});
+  auto p = filled<double>("p", 4, 1.0, 1.0), q = filled<double>("q", 4, 1.0, 1.0);
+  Kokkos::View<double*> gp("gp", 4), gq("gq", 4);
+  opt.add_param("p", p, gp);
+  opt.add_param("q", q, gq);
+  opt.zero_grad(true);
+  Kokkos::deep_copy(gp, 1.0);
+  Kokkos::deep_copy(gq, 1.0);
+  opt.mark_grad_present("p");  // forgot q
+  require_throw<so::InvalidArgument>([&] { opt.step(); }, {"'q'", "marked absent", "mark_grad_present"});
+  BOOST_TEST(test::to_host<double>(p)[0] == 1.0);
+  BOOST_TEST(opt.step_count("p") == 0);
+  BOOST_TEST(opt.state_bytes() == 0u);
+  opt.mark_grad_present();
+  opt.step();
+  BOOST_TEST(opt.step_count("q") == 1);
+  BOOST_TEST(opt.state_bytes() == 2 * 4 * sizeof(double));
+}
+
+BOOST_AUTO_TEST_CASE(zero_grad_false_keeps_gradients_present) {
+  SerialOpt<so::algo::SGD> opt(Serial{}, {.lr = 1.0});
+  auto p = filled<float>("p", 3, 1.0, 0.0), g = filled<float>("g", 3, 7.0, 0.0);
+  opt.add_param("p", p, g);
+  opt.zero_grad(false);
+  BOOST_TEST(opt.has_grad("p"));
+  BOOST_TEST(test::to_host<float>(g) == std::vector<float>(3, 0.0f));
+  opt.step();  // a zero gradient is a gradient: the step counts
+  BOOST_TEST(opt.step_count("p") == 1);
+}
+
+BOOST_AUTO_TEST_CASE(closure_is_called_once_and_its_loss_returned) {
+  SerialOpt<so::algo::SGD> opt(Serial{}, {.lr = 0.25});
+  auto p = filled<double>("p", 2, 2.0, 0.0);
+  Kokkos::View<double*> g("g", 2);
+  opt.add_param("p", p, g);
+  int calls = 0;
+  const double loss = opt.step([&] {
+    ++calls;
+    opt.zero_grad(false);
+    Kokkos::deep_copy(g, p);  // d/dp of 0.5 p^2
+    return 4.0;
+  });
+  BOOST_TEST(calls == 1);
+  BOOST_TEST(loss == 4.0);
+  BOOST_TEST(test::to_host<double>(p)[0] == 1.5);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(groups)
+
+BOOST_AUTO_TEST_CASE(each_group_uses_its_options_and_changes_apply_next_step) {
+  SerialOpt<so::algo::SGD> opt(Serial{}, {.lr = 0.1});
+  auto a = filled<double>("a", 2, 1.0, 0.0), b = filled<double>("b", 2, 1.0, 0.0);
+  auto ga = filled<double>("ga", 2, 1.0, 0.0), gb = filled<double>("gb", 2, 1.0, 0.0);
+  const int head = opt.add_param_group({.lr = 0.25});
+  opt.add_param("a", a, ga);
+  opt.add_param("b", b, gb, head);
+  opt.step();
+  BOOST_TEST(test::to_host<double>(a)[0] == 1.0 - 0.1);
+  BOOST_TEST(test::to_host<double>(b)[0] == 1.0 - 0.25);
+  opt.param_groups()[head].options.lr = 0.5;  // an LR scheduler
+  opt.step();
+  BOOST_TEST(test::to_host<double>(b)[0] == 0.75 - 0.5);
+  BOOST_TEST(opt.param_groups()[head].params() == std::vector<std::string>{"b"});
+}
+
+BOOST_AUTO_TEST_CASE(amsgrad_in_one_group_only_allocates_its_slot_there) {
+  SerialOpt<so::algo::Adam> opt(Serial{});
+  auto a = filled<float>("a", 10, 1.0, 0.0), b = filled<float>("b", 10, 1.0, 0.0);
+  auto ga = filled<float>("ga", 10, 1.0, 0.0), gb = filled<float>("gb", 10, 1.0, 0.0);
+  opt.add_param("a", a, ga);
+  opt.add_param("b", b, gb, opt.add_param_group([](auto& o) { o.amsgrad = true; }));
+  opt.step();
+  BOOST_TEST(opt.local_state<float>("a", "max_exp_avg_sq").empty());
+  BOOST_TEST(opt.local_state<float>("b", "max_exp_avg_sq").size() == 10u);
+  BOOST_TEST(opt.state_bytes() == (2 * 10 + 3 * 10) * sizeof(float));
+  require_throw<so::InvalidArgument>([&] { opt.local_state<float>("a", "momentum"); }, {"no state slot 'momentum' in Adam"});
+  require_throw<so::InvalidArgument>([&] { opt.local_state<double>("a", "exp_avg"); }, {"float32"});
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(policies)
+
+// The smallest layout the framework accepts: proves ShardedOptimizer needs nothing else of a Layout.
+struct ArchetypeLayout {
+  using layout_category = so::layout_policy_tag;
+  static constexpr std::string_view name = "Archetype";
+  template <class Ctx>
+  static void step(Ctx& ctx) {
+    ctx.update_local();
+  }
+};
+
+BOOST_AUTO_TEST_CASE(traits_and_concepts) {
+  static_assert(so::Algorithm<so::algo::SGD> && so::Algorithm<so::algo::Adagrad> && so::Algorithm<so::algo::Adam> &&
+                so::Algorithm<so::algo::AdamW> && so::Algorithm<so::algo::RMSprop>);
+  static_assert(so::Layout<so::layout::Replicated> && so::Layout<ArchetypeLayout>);
+  static_assert(so::Communicator<so::comm::Serial> && so::Communicator<so::comm::Mpi>);
+  static_assert(so::is_algorithm_v<so::algo::Adam> && !so::is_algorithm_v<so::layout::Replicated>);
+  static_assert(so::is_layout_v<so::layout::Replicated> && !so::is_layout_v<so::comm::Serial>);
+  static_assert(so::is_communicator_v<so::comm::Mpi> && !so::is_communicator_v<so::algo::SGD>);
+  static_assert(!so::Algorithm<so::layout::Replicated> && !so::Communicator<so::algo::Adam>);
+  so::ShardedOptimizer<so::algo::SGD, ArchetypeLayout, Serial> opt(Serial{}, {.lr = 1.0});
+  auto p = filled<float>("p", 3, 1.0, 0.0), g = filled<float>("g", 3, 1.0, 0.0);
+  opt.add_param("p", p, g);
+  opt.step();
+  BOOST_TEST(test::to_host<float>(p)[0] == 0.0f);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
