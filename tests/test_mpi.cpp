@@ -1,0 +1,307 @@
+// Run at world sizes 1 to 4 (ctest registers this executable under mpiexec -n 1..4):
+// the MPI collectives, the seed's sharded-versus-whole test, and cross-rank error agreement.
+#include <boost/test/unit_test.hpp>
+
+#include "support.hpp"
+
+#include <numeric>
+#include <string>
+#include <tuple>
+
+namespace so = shardopt;
+using so::comm::Mpi;
+using so::comm::Serial;
+using so::layout::Replicated;
+
+namespace {
+
+Mpi world() { return Mpi(MPI_COMM_WORLD); }
+
+// Runs f on every rank; requires every rank to throw E whose message contains every fragment.
+template <class E, class F>
+void require_throw_everywhere(F&& f, std::initializer_list<std::string> fragments) {
+  std::string what = "(no exception)";
+  bool right_type = false;
+  try {
+    f();
+  } catch (const E& e) {
+    what = e.what();
+    right_type = true;
+  } catch (const std::exception& e) {
+    what = std::string("wrong exception type: ") + e.what();
+  }
+  BOOST_TEST_INFO("message: " << what);
+  BOOST_TEST(right_type);
+  for (const auto& frag : fragments) BOOST_CHECK_MESSAGE(what.find(frag) != std::string::npos, "'" << what << "' lacks '" << frag << "'");
+}
+
+// Row-major flat index of a global element from a shard's local flat index.
+std::int64_t global_index(const so::ShardMetadata& m, const std::vector<std::int64_t>& shape, std::int64_t local) {
+  std::int64_t g = 0, rem = local;
+  std::vector<std::int64_t> idx(shape.size());
+  for (int d = static_cast<int>(shape.size()) - 1; d >= 0; --d) {
+    idx[d] = m.offsets[d] + rem % m.sizes[d];
+    rem /= m.sizes[d];
+  }
+  for (std::size_t d = 0; d < shape.size(); ++d) g = g * shape[d] + idx[d];
+  return g;
+}
+
+// Options that exercise each algorithm's state (momentum, amsgrad, centered, weight decay).
+template <class Algo>
+typename Algo::Options rich_options() {
+  typename Algo::Options o;
+  so::set_option<Algo>(o, "lr", 0.05);
+  so::set_option<Algo>(o, "weight_decay", 0.1);
+  so::set_option<Algo>(o, "momentum", 0.9);
+  so::set_option<Algo>(o, "amsgrad", 1);
+  so::set_option<Algo>(o, "centered", 1);
+  so::set_option<Algo>(o, "lr_decay", 0.01);
+  return o;
+}
+
+using Algorithms = std::tuple<so::algo::SGD, so::algo::Adagrad, so::algo::Adam, so::algo::AdamW, so::algo::RMSprop>;
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(mpi_collectives)
+
+BOOST_AUTO_TEST_CASE(collectives_agree_with_their_definition_and_count_bytes) {
+  Mpi comm = world();
+  const int p = comm.size(), r = comm.rank();
+  for (std::size_t n : {0u, 1u, 7u, 13u}) {
+    BOOST_TEST_CONTEXT("n = " << n) {
+      auto before = comm.stats().bytes_sent;
+      std::vector<double> a(n);
+      for (std::size_t i = 0; i < n; ++i) a[i] = double(r + 1) * double(i + 1);
+      comm.all_reduce(std::span<double>(a), so::ReduceOp::sum);
+      for (std::size_t i = 0; i < n; ++i) BOOST_TEST(a[i] == double(p * (p + 1) / 2) * double(i + 1));
+      BOOST_TEST(comm.stats().bytes_sent - before == so::detail::all_reduce_bytes(n * sizeof(double), p));
+
+      std::vector<std::int64_t> m(n, r);
+      comm.all_reduce(std::span<std::int64_t>(m), so::ReduceOp::max);
+      for (auto v : m) BOOST_TEST(v == p - 1);
+      comm.all_reduce(std::span<std::int64_t>(m), so::ReduceOp::min);
+      for (auto v : m) BOOST_TEST(v == p - 1);
+
+      std::vector<float> send(n * p), recv(n);
+      for (std::size_t i = 0; i < send.size(); ++i) send[i] = float(i + r);
+      before = comm.stats().bytes_sent;
+      comm.reduce_scatter(std::span<const float>(send), std::span<float>(recv), so::ReduceOp::sum);
+      for (std::size_t i = 0; i < n; ++i) BOOST_TEST(recv[i] == float(p * (r * n + i) + p * (p - 1) / 2));
+      BOOST_TEST(comm.stats().bytes_sent - before == so::detail::reduce_scatter_bytes(n * sizeof(float), p));
+
+      std::vector<double> mine(n, double(r)), all(n * p, -1.0);
+      before = comm.stats().bytes_sent;
+      comm.all_gather(std::span<const double>(mine), std::span<double>(all));
+      for (std::size_t i = 0; i < all.size(); ++i) BOOST_TEST(all[i] == double(i / (n ? n : 1)));
+      BOOST_TEST(comm.stats().bytes_sent - before == so::detail::all_gather_bytes(n * sizeof(double), p));
+      std::vector<double> inplace(n * p, -1.0);
+      for (std::size_t i = 0; i < n; ++i) inplace[r * n + i] = double(r);
+      comm.all_gather(std::span<const double>(inplace.data() + r * n, n), std::span<double>(inplace));
+      BOOST_TEST(inplace == all);
+
+      std::vector<char> text(n, char('a' + r));
+      comm.broadcast(std::span<char>(text), p - 1);
+      for (auto c : text) BOOST_TEST(c == char('a' + p - 1));
+    }
+  }
+  std::vector<double> wrong(3);
+  require_throw_everywhere<so::InvalidArgument>(
+      [&] { comm.reduce_scatter(std::span<const double>(wrong), std::span<double>(wrong.data(), 2), so::ReduceOp::sum); },
+      {"reduce_scatter", "expected size() * recv.size()"});
+  comm.barrier();
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(seed)
+
+// The seed's test: tensors sharded row-wise, column-wise and unevenly over P ranks and stepped by the
+// sharded optimizer equal the corresponding chunks of the same tensors stepped whole on one rank,
+// bit for bit, parameters and state, with nothing communicated by the update.
+template <class Algo, class T>
+void sharded_equals_whole() {
+  Mpi comm = world();
+  const int p = comm.size();
+  const std::vector<std::int64_t> shape{7, 5};
+  const auto o = rich_options<Algo>();
+  // Shards: rows (ChunkShardingSpec dim 0), columns (dim 1), and uneven rows placed in reverse.
+  std::vector<so::ShardMetadata> uneven;
+  for (std::int64_t q = 0, row = 0; q < p; ++q) {
+    const std::int64_t rows = q == p - 1 ? 7 - row : std::min<std::int64_t>(q % 2 + 1, 7 - row);
+    uneven.push_back({{row, 0}, {rows, 5}, static_cast<int>(p - 1 - q)});
+    row += rows;
+  }
+  std::vector<so::ShardedTensor<T>> tensors{so::ShardedTensor<T>::chunk(comm, shape, 0), so::ShardedTensor<T>::chunk(comm, shape, 1),
+                                            so::ShardedTensor<T>::enumerable(comm, shape, uneven)};
+  const char* names[] = {"rows", "cols", "uneven"};
+  so::ShardedOptimizer<Algo, Replicated, Mpi> sharded(comm, o);
+  so::ShardedOptimizer<Algo, Replicated, Serial> whole(Serial{}, o);
+  std::vector<Kokkos::View<T**>> wp, wg;
+  Kokkos::View<T*> bias("bias", 3), gbias("gbias", 3), wbias("wbias", 3), wgbias("wgbias", 3);
+  for (std::size_t t = 0; t < tensors.size(); ++t) {
+    sharded.add_param(names[t], tensors[t]);
+    wp.emplace_back("whole", 7, 5);
+    wg.emplace_back("whole_grad", 7, 5);
+    whole.add_param(names[t], wp[t], wg[t]);
+    std::vector<T> init(35);
+    for (std::int64_t i = 0; i < 35; ++i) init[i] = T(test::initial_value(t, i));
+    test::from_host(wp[t], init);
+    for (auto& s : tensors[t].local_shards()) {
+      std::vector<T> v(s.value.size());
+      for (std::size_t i = 0; i < v.size(); ++i) v[i] = init[global_index(s.metadata, shape, i)];
+      test::from_host(s.value, v);
+    }
+  }
+  sharded.add_param("bias", bias, gbias);  // a plain tensor, whole on every rank
+  whole.add_param("bias", wbias, wgbias);
+  const auto sent_before = comm.stats().bytes_sent;
+  for (int k = 1; k <= 5; ++k) {
+    for (std::size_t t = 0; t < tensors.size(); ++t) {
+      std::vector<T> g(35);
+      for (std::int64_t i = 0; i < 35; ++i) g[i] = T(test::gradient_value(t, i, k));
+      test::from_host(wg[t], g);
+      for (auto& s : tensors[t].local_shards()) {
+        std::vector<T> v(s.grad.size());
+        for (std::size_t i = 0; i < v.size(); ++i) v[i] = g[global_index(s.metadata, shape, i)];
+        test::from_host(s.grad, v);
+      }
+    }
+    Kokkos::deep_copy(gbias, T(0.25 * k));
+    Kokkos::deep_copy(wgbias, T(0.25 * k));
+    sharded.step();
+    whole.step();
+  }
+  BOOST_TEST(comm.stats().bytes_sent - sent_before == sharded.control_bytes());  // the update moved nothing
+  for (std::size_t t = 0; t < tensors.size(); ++t) {
+    const auto ref = test::to_host<T>(wp[t]);
+    BOOST_TEST(sharded.step_count(names[t]) == 5);
+    for (std::size_t j = 0; j < tensors[t].local_shards().size(); ++j) {
+      const auto& s = tensors[t].local_shards()[j];
+      const auto mine = test::to_host<T>(s.value);
+      for (std::size_t i = 0; i < mine.size(); ++i)
+        BOOST_CHECK_MESSAGE(mine[i] == ref[global_index(s.metadata, shape, i)],
+                            Algo::name << " " << names[t] << " rank " << comm.rank() << " element " << i << ": " << mine[i]
+                                       << " != " << ref[global_index(s.metadata, shape, i)]);
+      for (std::size_t k = 0; k < Algo::slot_names.size(); ++k) {
+        const auto ours = sharded.template local_state<T>(names[t], Algo::slot_names[k], j);
+        const auto theirs = whole.template local_state<T>(names[t], Algo::slot_names[k]);
+        BOOST_TEST(ours.empty() == (theirs.empty() || mine.empty()));
+        for (std::size_t i = 0; i < ours.size(); ++i) BOOST_TEST(ours[i] == theirs[global_index(s.metadata, shape, i)]);
+      }
+    }
+  }
+  BOOST_TEST(test::to_host<T>(bias) == test::to_host<T>(wbias));
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(sharded_float_equals_whole, Algo, Algorithms) { sharded_equals_whole<Algo, float>(); }
+BOOST_AUTO_TEST_CASE_TEMPLATE(sharded_double_equals_whole, Algo, Algorithms) { sharded_equals_whole<Algo, double>(); }
+
+BOOST_AUTO_TEST_CASE(shards_smaller_than_the_world) {
+  // Two rows over up to four ranks: some ranks hold empty shards and must still take part.
+  Mpi comm = world();
+  auto t = so::ShardedTensor<double>::chunk(comm, {2, 3}, 0);
+  so::ShardedOptimizer<so::algo::SGD, Replicated, Mpi> opt(comm, {.lr = 0.5});
+  opt.add_param("tiny", t);
+  for (auto& s : t.local_shards()) {
+    Kokkos::deep_copy(s.value, 1.0);
+    Kokkos::deep_copy(s.grad, 1.0);
+  }
+  opt.step();
+  for (auto& s : t.local_shards())
+    for (double v : test::to_host<double>(s.value)) BOOST_TEST(v == 0.5);
+  BOOST_TEST(opt.step_count("tiny") == 1);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(agreement)
+
+struct Fixture {
+  Mpi comm = world();
+  int p = comm.size(), r = comm.rank();
+  Kokkos::View<float**> w{"w", 4, 4}, gw{"gw", 4, 4};
+  so::ShardedOptimizer<so::algo::SGD, Replicated, Mpi> opt{comm, {.lr = 0.5}};
+  Fixture() {
+    Kokkos::deep_copy(w, 1.0f);
+    Kokkos::deep_copy(gw, 1.0f);
+    opt.add_param("w", w, gw);
+  }
+  // After a failed step nothing changed, and a consistent step works on every rank.
+  void unchanged_then_recovers() {
+    BOOST_TEST(test::to_host<float>(w)[0] == 1.0f);
+    BOOST_TEST(opt.step_count("w") == 0);
+  }
+};
+
+BOOST_FIXTURE_TEST_CASE(name_on_some_ranks_only, Fixture) {
+  Kokkos::View<float*> x("x", 3), gx("gx", 3);
+  if (r == 0) opt.add_param("only_on_0", x, gx);
+  if (p == 1) return opt.step();
+  require_throw_everywhere<so::CollectiveMismatch>([&] { opt.step(); },
+                                                   {"parameter 'only_on_0' exists on rank(s) 0 but not on rank(s) 1"});
+  unchanged_then_recovers();
+}
+
+BOOST_FIXTURE_TEST_CASE(shape_differs, Fixture) {
+  Kokkos::View<float**> x("x", 2, r == 1 ? 3 : 2), gx("gx", 2, r == 1 ? 3 : 2);
+  opt.add_param("x", x, gx);
+  if (p == 1) return opt.check_consistency();
+  require_throw_everywhere<so::CollectiveMismatch>([&] { opt.check_consistency(); },
+                                                   {"parameter 'x' differs", "[2, 2]", "[2, 3]"});
+  require_throw_everywhere<so::CollectiveMismatch>([&] { opt.step(); }, {"parameter 'x' differs"});
+  unchanged_then_recovers();
+}
+
+BOOST_FIXTURE_TEST_CASE(options_differ, Fixture) {
+  opt.param_groups()[0].options.lr = r == p - 1 ? 0.25 : 0.5;
+  if (p == 1) return opt.step();
+  require_throw_everywhere<so::CollectiveMismatch>([&] { opt.step(); }, {"param group 0 differs", "lr=0.25", "lr=0.5"});
+  unchanged_then_recovers();
+  opt.param_groups()[0].options.lr = 0.5;
+  opt.step();
+  BOOST_TEST(test::to_host<float>(w)[0] == 0.5f);
+}
+
+BOOST_FIXTURE_TEST_CASE(an_error_on_one_rank_is_raised_on_every_rank, Fixture) {
+  if (r == p - 1) opt.param_groups()[0].options.lr = -1;
+  // With several ranks the message says which rank found the error.
+  const std::string prefix = p > 1 ? "rank " + std::to_string(p - 1) + ": " : "";
+  require_throw_everywhere<so::InvalidArgument>([&] { opt.step(); }, {prefix + "param group 0: Invalid learning rate: -1"});
+  unchanged_then_recovers();
+}
+
+BOOST_FIXTURE_TEST_CASE(gradient_present_on_some_ranks_only, Fixture) {
+  if (r == 0) opt.zero_grad(true);
+  if (p == 1) return opt.step();
+  require_throw_everywhere<so::CollectiveMismatch>([&] { opt.step(); }, {"the gradient of 'w' differs", "absent", "present"});
+}
+
+BOOST_FIXTURE_TEST_CASE(different_calls_are_an_error_not_a_hang, Fixture) {
+  if (p == 1) return opt.check_consistency();
+  require_throw_everywhere<so::CollectiveMismatch>(
+      [&] {
+        if (r == 0) opt.check_consistency();
+        else opt.step();
+      },
+      {"different collective operations", "step()", "check_consistency()"});
+  unchanged_then_recovers();
+  opt.step();
+  BOOST_TEST(opt.step_count("w") == 1);
+}
+
+BOOST_FIXTURE_TEST_CASE(registration_order_differs, Fixture) {
+  Kokkos::View<float*> a("a", 2), ga("ga", 2), b("b", 2), gb("gb", 2);
+  if (r == 0) {
+    opt.add_param("b", b, gb);
+    opt.add_param("a", a, ga);
+  } else {
+    opt.add_param("a", a, ga);
+    opt.add_param("b", b, gb);
+  }
+  if (p == 1) return opt.check_consistency();
+  require_throw_everywhere<so::CollectiveMismatch>([&] { opt.check_consistency(); }, {"different order"});
+}
+
+BOOST_AUTO_TEST_SUITE_END()
