@@ -4,6 +4,8 @@
 
 #include "support.hpp"
 
+#include "../examples/lion.hpp"
+
 #include <string>
 #include <tuple>
 
@@ -304,6 +306,29 @@ BOOST_AUTO_TEST_CASE(traits_and_concepts) {
   opt.add_param("p", p, g);
   opt.step();
   BOOST_TEST(test::to_host<float>(p)[0] == 0.0f);
+}
+
+BOOST_AUTO_TEST_CASE(user_algorithm_from_the_example_matches_its_scalar_definition) {
+  static_assert(so::Algorithm<Lion>);
+  so::ShardedOptimizer<Lion, Replicated, Serial> opt(Serial{}, {.lr = 0.1, .weight_decay = 0.5});
+  auto p = filled<double>("p", 3, -1.0, 1.0), g = filled<double>("g", 3, 0.5, -0.5);  // p = -1, 0, 1; g = 0.5, 0, -0.5
+  opt.add_param("p", p, g);
+  opt.step();
+  opt.step();
+  // Scalar definition: c = b1 m + (1 - b1) g; p = p (1 - lr wd) - lr sign(c); m = b2 m + (1 - b2) g.
+  std::vector<double> x{-1, 0, 1}, m(3, 0.0);
+  const std::vector<double> grad{0.5, 0, -0.5};
+  for (int k = 0; k < 2; ++k)
+    for (int i = 0; i < 3; ++i) {
+      const double c = 0.9 * m[i] + (1 - 0.9) * grad[i];
+      x[i] = x[i] * (1 - 0.1 * 0.5) + -0.1 * (c > 0 ? 1.0 : (c < 0 ? -1.0 : 0.0));
+      m[i] = 0.99 * m[i] + (1 - 0.99) * grad[i];
+    }
+  const auto got = test::to_host<double>(p);
+  for (int i = 0; i < 3; ++i) BOOST_TEST(got[i] == x[i]);
+  BOOST_TEST(opt.local_state<double>("p", "exp_avg") == m);
+  require_throw<so::InvalidArgument>([] { so::ShardedOptimizer<Lion, Replicated, Serial>(Serial{}, {.beta2 = 1.0}); },
+                                     {"Invalid beta parameter at index 1: 1"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

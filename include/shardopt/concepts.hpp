@@ -168,6 +168,20 @@ consteval bool check_algorithm() {
   return Algorithm<A>;
 }
 
+// Stand-ins that keep a wrong Algo from cascading into further errors after its one message.
+struct invalid_policy_options {};
+template <class A>
+struct safe_algorithm_traits {
+  using options_type = invalid_policy_options;
+  static constexpr std::size_t num_slots = 0;
+};
+template <class A>
+  requires has_options<A> && has_slot_names<A>
+struct safe_algorithm_traits<A> {
+  using options_type = typename A::Options;
+  static constexpr std::size_t num_slots = std::size(A::slot_names);
+};
+
 template <class L>
 consteval bool check_layout() {
   if constexpr (!has_layout_category<L>) {

@@ -55,10 +55,11 @@ class StepContext;
 /// naming the parameter, since that means it was written but not marked.
 template <class Algo, class Layout, class Comm, class ExecSpace = Kokkos::DefaultExecutionSpace>
 class ShardedOptimizer {
-  // One readable message for a wrong policy (the first missing member), before anything else.
-  static_assert(detail::check_algorithm<Algo>() || true);
-  static_assert(detail::check_layout<Layout>() || true);
-  static_assert(detail::check_communicator<Comm>() || true);
+  // One readable message for each wrong policy (its first missing member), and no cascade after it.
+  static constexpr bool algo_ok_ = detail::check_algorithm<Algo>();
+  static constexpr bool layout_ok_ = detail::check_layout<Layout>();
+  static constexpr bool comm_ok_ = detail::check_communicator<Comm>();
+  static constexpr bool valid_ = algo_ok_ && layout_ok_ && comm_ok_;
 
  public:
   using algorithm_type = Algo;                          ///< the Algo policy
@@ -66,9 +67,9 @@ class ShardedOptimizer {
   using comm_type = Comm;                               ///< the Comm policy
   using execution_space = ExecSpace;                    ///< where the step runs
   using memory_space = typename ExecSpace::memory_space;  ///< where parameters and state live
-  using options_type = typename Algo::Options;          ///< the algorithm's options
+  using options_type = typename detail::safe_algorithm_traits<Algo>::options_type;  ///< the algorithm's options
   /// Number of state slots of the algorithm.
-  static constexpr std::size_t num_slots = std::tuple_size_v<std::remove_cvref_t<decltype(Algo::slot_names)>>;
+  static constexpr std::size_t num_slots = detail::safe_algorithm_traits<Algo>::num_slots;
 
   /// @brief A param group: options and the names of its parameters.
   class ParamGroup {
@@ -86,7 +87,7 @@ class ShardedOptimizer {
   /// @throws InvalidArgument with torch's wording if an option is invalid.
   explicit ShardedOptimizer(Comm comm, const options_type& defaults = {}, ExecSpace exec = ExecSpace())
       : comm_(std::move(comm)), exec_(std::move(exec)), defaults_(defaults) {
-    Algo::validate(defaults);
+    if constexpr (valid_) Algo::validate(defaults);
     groups_.emplace_back();
     groups_[0].options = defaults;
   }
