@@ -264,7 +264,7 @@ BOOST_AUTO_TEST_CASE(each_group_uses_its_options_and_changes_apply_next_step) {
   BOOST_TEST(opt.param_groups()[head].params() == std::vector<std::string>{"b"});
 }
 
-BOOST_AUTO_TEST_CASE(amsgrad_in_one_group_only_allocates_its_slot_there) {
+BOOST_AUTO_TEST_CASE(amsgrad_in_one_group_only_keeps_that_slot_for_its_parameters) {
   SerialOpt<so::algo::Adam> opt(Serial{});
   auto a = filled<float>("a", 10, 1.0, 0.0), b = filled<float>("b", 10, 1.0, 0.0);
   auto ga = filled<float>("ga", 10, 1.0, 0.0), gb = filled<float>("gb", 10, 1.0, 0.0);
@@ -273,7 +273,8 @@ BOOST_AUTO_TEST_CASE(amsgrad_in_one_group_only_allocates_its_slot_there) {
   opt.step();
   BOOST_TEST(opt.local_state<float>("a", "max_exp_avg_sq").empty());
   BOOST_TEST(opt.local_state<float>("b", "max_exp_avg_sq").size() == 10u);
-  BOOST_TEST(opt.state_bytes() == (2 * 10 + 3 * 10) * sizeof(float));
+  // A slot's buffer spans every parameter of the element type once any group uses it.
+  BOOST_TEST(opt.state_bytes() == 3 * 20 * sizeof(float));
   require_throw<so::InvalidArgument>([&] { opt.local_state<float>("a", "momentum"); }, {"no state slot 'momentum' in Adam"});
   require_throw<so::InvalidArgument>([&] { opt.local_state<double>("a", "exp_avg"); }, {"float32"});
 }
@@ -283,12 +284,34 @@ BOOST_AUTO_TEST_SUITE_END()
 BOOST_AUTO_TEST_SUITE(policies)
 
 // The smallest layout the framework accepts: proves ShardedOptimizer needs nothing else of a Layout.
+// It partitions tensors round-robin, whole tensor t on rank t % P.
 struct ArchetypeLayout {
   using layout_category = so::layout_policy_tag;
   static constexpr std::string_view name = "Archetype";
-  template <class Ctx>
-  static void step(Ctx& ctx) {
-    ctx.update_local();
+  static constexpr so::Strategy strategy = so::Strategy::partitioned;
+  static constexpr so::Reduction reduction = so::Reduction::sum;
+  static so::Packing pack(std::span<const so::TensorInfo> tensors, int p) {
+    so::Packing out;
+    std::vector<std::int64_t> fill(p, 0);
+    for (std::size_t t = 0; t < tensors.size(); ++t) fill[t % p] += tensors[t].numel();
+    out.part_size = *std::max_element(fill.begin(), fill.end());
+    std::fill(fill.begin(), fill.end(), 0);
+    for (std::size_t t = 0; t < tensors.size(); ++t) {
+      const int r = static_cast<int>(t % p);
+      out.runs.push_back({t, 0, r * out.part_size + fill[r], tensors[t].numel()});
+      fill[r] += tensors[t].numel();
+    }
+    return out;
+  }
+};
+
+// A layout whose packing forgets an element gets a clear error, not memory corruption.
+struct BrokenLayout : ArchetypeLayout {
+  static constexpr std::string_view name = "Broken";
+  static so::Packing pack(std::span<const so::TensorInfo> tensors, int p) {
+    auto out = ArchetypeLayout::pack(tensors, p);
+    out.runs.back().length -= 1;
+    return out;
   }
 };
 
@@ -306,6 +329,9 @@ BOOST_AUTO_TEST_CASE(traits_and_concepts) {
   opt.add_param("p", p, g);
   opt.step();
   BOOST_TEST(test::to_host<float>(p)[0] == 0.0f);
+  so::ShardedOptimizer<so::algo::SGD, BrokenLayout, Serial> broken(Serial{}, {.lr = 1.0});
+  broken.add_param("p", p, g);
+  require_throw<so::Error>([&] { broken.step(); }, {"layout Broken: pack() covers 2 of the 3 elements of tensor 0"});
 }
 
 BOOST_AUTO_TEST_CASE(user_algorithm_from_the_example_matches_its_scalar_definition) {

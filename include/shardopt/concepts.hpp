@@ -16,6 +16,8 @@
 #include <tuple>
 #include <type_traits>
 
+#include <shardopt/layout_support.hpp>
+
 namespace shardopt {
 
 /// @brief Category of algorithms whose update of one element reads only that element's
@@ -66,9 +68,13 @@ template <class A, class T> concept has_update =
 
 template <class L> concept has_layout_category = requires { typename L::layout_category; } &&
                                                   std::same_as<typename L::layout_category, layout_policy_tag>;
-// Stands for the step context; only the declaration of Layout::step is checked against it.
-struct layout_context_archetype {};
-template <class L> concept has_layout_step = requires(layout_context_archetype& ctx) { L::step(ctx); };
+template <class L> concept has_strategy = requires {
+  { L::strategy } -> std::convertible_to<Strategy>;
+  { L::reduction } -> std::convertible_to<Reduction>;
+};
+template <class L> concept has_pack = requires(std::span<const TensorInfo> t, int p) {
+  { L::pack(t, p) } -> std::convertible_to<Packing>;
+};
 
 template <class C> concept has_comm_category = requires { typename C::communicator_category; } &&
                                                std::same_as<typename C::communicator_category, communicator_tag>;
@@ -113,10 +119,10 @@ concept Algorithm = detail::declares_elementwise<A> && detail::has_options<A> &&
                     detail::has_option_fields<A> && detail::has_slot_names<A> && detail::has_validate<A> &&
                     detail::has_slot_used<A> && detail::has_update<A, float> && detail::has_update<A, double>;
 
-/// @brief A sharding layout policy: a category tag, a name and `template <class Ctx> static void step(Ctx&)`,
-/// which runs one optimizer step through the members of shardopt::StepContext.
+/// @brief A sharding layout policy: a category tag, a name, a Strategy, a Reduction and
+/// `static Packing pack(std::span<const TensorInfo>, int world_size)`.
 template <class L>
-concept Layout = detail::has_layout_category<L> && detail::has_name<L> && detail::has_layout_step<L>;
+concept Layout = detail::has_layout_category<L> && detail::has_name<L> && detail::has_strategy<L> && detail::has_pack<L>;
 
 /// @brief A communicator policy: rank, size, the collectives on typed buffers, a barrier and byte counts.
 template <class C>
@@ -192,9 +198,12 @@ consteval bool check_layout() {
   } else if constexpr (!has_name<L>) {
     static_assert(always_false<L>, "ShardedOptimizer<Algo, Layout, Comm>: Layout lacks "
                                    "'static constexpr std::string_view name'.");
-  } else if constexpr (!has_layout_step<L>) {
-    static_assert(always_false<L>, "ShardedOptimizer<Algo, Layout, Comm>: Layout lacks 'template <class Ctx> "
-                                   "static void step(Ctx& ctx)' (one optimizer step, see shardopt::StepContext).");
+  } else if constexpr (!has_strategy<L>) {
+    static_assert(always_false<L>, "ShardedOptimizer<Algo, Layout, Comm>: Layout lacks 'static constexpr "
+                                   "shardopt::Strategy strategy' or 'static constexpr shardopt::Reduction reduction'.");
+  } else if constexpr (!has_pack<L>) {
+    static_assert(always_false<L>, "ShardedOptimizer<Algo, Layout, Comm>: Layout lacks 'static shardopt::Packing "
+                                   "pack(std::span<const shardopt::TensorInfo> tensors, int world_size)'.");
   }
   return Layout<L>;
 }

@@ -25,13 +25,11 @@
 #include <shardopt/detail/format.hpp>
 #include <shardopt/detail/fused_update.hpp>
 #include <shardopt/error.hpp>
+#include <shardopt/layout_support.hpp>
 #include <shardopt/options.hpp>
 #include <shardopt/sharded_tensor.hpp>
 
 namespace shardopt {
-
-template <class Optimizer>
-class StepContext;
 
 /// @brief An optimizer over named parameters, plain or sharded, composed of three policies.
 ///
@@ -161,7 +159,7 @@ class ShardedOptimizer {
     p.dtype = dtype_of<T>();
     p.shape = shape;
     p.keepalive = std::make_shared<std::pair<PView, GView>>(param, grad);
-    p.pieces.push_back(Piece{param.data(), grad.data(), param.size(), ShardMetadata{std::vector<std::int64_t>(shape.size(), 0), shape, comm_.rank()}, {}});
+    p.pieces.push_back(Piece{param.data(), grad.data(), param.size(), ShardMetadata{std::vector<std::int64_t>(shape.size(), 0), shape, comm_.rank()}});
     commit_param(std::move(p));
   }
 
@@ -201,7 +199,7 @@ class ShardedOptimizer {
           s.grad.size() != s.value.size())
         throw InvalidArgument(where + "local shard (" + detail::describe(s.metadata) +
                               ") does not match its metadata on rank " + std::to_string(comm_.rank()));
-      p.pieces.push_back(Piece{s.value.data(), s.grad.data(), s.value.size(), s.metadata, {}});
+      p.pieces.push_back(Piece{s.value.data(), s.grad.data(), s.value.size(), s.metadata});
     }
     commit_param(std::move(p));
   }
@@ -232,25 +230,22 @@ class ShardedOptimizer {
   ///
   /// Validates every group's options and checks that the ranks agree (parameters, shapes, dtypes,
   /// groups, options, gradient presence) before changing anything; on any problem every rank
-  /// throws the same error and nothing is changed.
+  /// throws the same error and nothing is changed. Then runs the Layout's strategy: for each
+  /// element type, at most one bucketed collective before and one after a single fused update.
   void step() {
     detail::LocalError err;
-    std::vector<Allocation> fresh;
     try {
       validate_groups();
       check_absent_gradients();
-      fresh = allocate_missing_state();
     } catch (const InvalidArgument& e) {
       err = {detail::LocalError::invalid_argument, e.what()};
-    } catch (const std::bad_alloc&) {
-      err = {detail::LocalError::other, "step(): out of memory allocating optimizer state"};
     } catch (const std::exception& e) {
       err = {detail::LocalError::other, e.what()};
     }
     agree(detail::Op::step, err);
-    for (auto& a : fresh) params_[a.param].pieces[a.piece].state[a.slot] = std::move(a.view);
-    StepContext<ShardedOptimizer> ctx(*this);
-    Layout::step(ctx);
+    replan_if_needed();
+    step_dtype<float>(plan_f32_);
+    step_dtype<double>(plan_f64_);
     for (auto& p : params_)
       if (p.grad_present) ++p.step;
   }
@@ -291,31 +286,57 @@ class ShardedOptimizer {
   /// Steps taken by parameter `name` (steps with its gradient present).
   std::int64_t step_count(const std::string& name) const { return params_[index_of(name, "step_count")].step; }
 
-  /// @brief A host copy of state slot `slot` of parameter `name`, local piece `piece` (0 for a
-  /// whole tensor; the index among this rank's shards otherwise); empty if not allocated yet.
-  /// @throws InvalidArgument for an unknown name, slot or piece, or a `T` other than the parameter's type.
+  /// @brief A host copy of the part of state slot `slot` of parameter `name` that this rank keeps,
+  /// run `run` of it (0 for a whole tensor or the first local shard; see local_state_runs()); empty
+  /// if the slot is not allocated for it yet.
+  /// @throws InvalidArgument for an unknown name, slot or run, or a `T` other than the parameter's type.
   template <class T>
-  std::vector<T> local_state(const std::string& name, std::string_view slot, std::size_t piece = 0) const {
-    const auto& p = params_[index_of(name, "local_state")];
+  std::vector<T> local_state(const std::string& name, std::string_view slot, std::size_t run = 0) const {
+    const std::size_t i = index_of(name, "local_state");
+    const auto& p = params_[i];
     const std::string where = "local_state(" + detail::quote(name) + "): ";
     if (p.dtype != dtype_of<T>()) throw InvalidArgument(where + "the parameter is " + dtype_name(p.dtype));
     const std::size_t k = slot_index(slot, where);
-    if (piece >= p.pieces.size())
-      throw InvalidArgument(where + "piece " + std::to_string(piece) + " of " + std::to_string(p.pieces.size()));
-    const auto& buf = p.pieces[piece].state[k];
-    std::vector<T> out(buf.size() / sizeof(T));
-    if (!out.empty())
-      Kokkos::deep_copy(Kokkos::View<T*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(out.data(), out.size()),
-                        Kokkos::View<const T*, memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(
-                            reinterpret_cast<const T*>(buf.data()), out.size()));
+    const auto& plan = plan_of<T>();
+    const auto runs = state_runs_of(plan, i);
+    if (run >= runs.size() && !(run == 0 && runs.empty()))
+      throw InvalidArgument(where + "run " + std::to_string(run) + " of " + std::to_string(runs.size()));
+    if (runs.empty() || !p.initialized[k]) return {};
+    std::vector<T> out(static_cast<std::size_t>(runs[run].length));
+    copy_to_host(plan.state[k].data() + runs[run].state_offset, out);
     return out;
   }
+  /// Number of runs of state this rank keeps for `name` (see local_state()).
+  std::size_t local_state_runs(const std::string& name) const {
+    const std::size_t i = index_of(name, "local_state_runs");
+    return params_[i].dtype == Dtype::float32 ? state_runs_of(plan_f32_, i).size() : state_runs_of(plan_f64_, i).size();
+  }
+
+  /// @brief The whole of state slot `slot` of parameter `name` as a row-major global tensor, on every
+  /// rank (collective); empty if not allocated yet. Where ranks hold copies, rank order decides.
+  template <class T>
+  std::vector<T> gathered_state(const std::string& name, std::string_view slot) {
+    const std::string where = "gathered_state(" + detail::quote(name) + "): ";
+    detail::LocalError err;
+    std::size_t i = 0, k = 0;
+    try {
+      i = index_of(name, "gathered_state");
+      if (params_[i].dtype != dtype_of<T>()) throw InvalidArgument(where + "the parameter is " + dtype_name(params_[i].dtype));
+      k = slot_index(slot, where);
+    } catch (const InvalidArgument& e) {
+      err = {detail::LocalError::invalid_argument, e.what()};
+    }
+    agree(detail::Op::gather_state, err);
+    replan_if_needed();
+    if (!params_[i].initialized[k]) return {};
+    return gather_param<T>(plan_of<T>(), i, k);
+  }
+
   /// Bytes of optimizer state this rank holds.
   std::size_t state_bytes() const {
     std::size_t b = 0;
-    for (const auto& p : params_)
-      for (const auto& pc : p.pieces)
-        for (const auto& s : pc.state) b += s.size();
+    for (const auto& v : plan_f32_.state) b += v.size() * sizeof(float);
+    for (const auto& v : plan_f64_.state) b += v.size() * sizeof(double);
     return b;
   }
   /// Bytes this optimizer's agreement messages added to `comm().stats().bytes_sent`.
@@ -326,9 +347,6 @@ class ShardedOptimizer {
   const ExecSpace& execution_space_instance() const noexcept { return exec_; }
 
  private:
-  template <class Optimizer>
-  friend class StepContext;
-
   enum class Dtype { float32, float64 };
   template <class T>
   static constexpr Dtype dtype_of() {
@@ -336,13 +354,11 @@ class ShardedOptimizer {
   }
   static const char* dtype_name(Dtype d) { return d == Dtype::float32 ? "float32" : "float64"; }
 
-  using StateView = Kokkos::View<char*, memory_space>;  // bytes of one state slot of one piece
   struct Piece {
     void* value;
     void* grad;
     std::size_t numel;
     ShardMetadata meta;
-    std::array<StateView, num_slots> state;
   };
   struct Param {
     std::string name;
@@ -354,10 +370,36 @@ class ShardedOptimizer {
     std::shared_ptr<const void> keepalive;
     std::int64_t step = 0;
     bool grad_present = true;
+    std::array<bool, num_slots> initialized{};  // the same on every rank
   };
-  struct Allocation {
-    std::size_t param, piece, slot;
-    StateView view;
+
+  // Elements of one parameter whose state this rank keeps, `length` of them from `state_offset` in
+  // the state buffers. A packed run covers the whole tensor's flat range [src, src + length) and
+  // sits at `dst` of the packed buffer; a local run is one piece (whole tensor or shard), stepped
+  // with its own gradient.
+  struct StateRun {
+    std::size_t param;
+    bool packed;
+    std::size_t piece;  // local runs
+    std::int64_t src, dst, length, state_offset;
+  };
+  template <class T>
+  struct Copy {
+    T* dst;
+    const T* src;
+    std::size_t length;
+  };
+  // Everything a step of one element type needs, rebuilt when the registration changes.
+  template <class T>
+  struct Plan {
+    bool built = false;
+    std::int64_t part_size = 0;
+    std::vector<PackRun> runs;           // every packed run, split at part boundaries, in parameter indices
+    std::vector<StateRun> state_runs;    // what this rank keeps and updates
+    std::int64_t state_size = 0;
+    Kokkos::View<T*, memory_space> buffer, reduced;  // packed buffer (P parts) and this rank's reduced part
+    std::array<Kokkos::View<T*, memory_space>, num_slots> state;
+    std::vector<Copy<T>> pack_grads, pack_mine, unpack;
   };
 
   void check_new_name(const std::string& name, int group) const {
@@ -376,6 +418,7 @@ class ShardedOptimizer {
     groups_[p.group].params_.push_back(p.name);
     params_.push_back(std::move(p));
     registration_.clear();
+    plans_valid_ = false;
   }
   std::size_t index_of(const std::string& name, const char* call) const {
     auto it = index_.find(name);
@@ -386,6 +429,33 @@ class ShardedOptimizer {
     for (std::size_t k = 0; k < num_slots; ++k)
       if (Algo::slot_names[k] == slot) return k;
     throw InvalidArgument(where + "no state slot " + detail::quote(slot) + " in " + std::string(Algo::name));
+  }
+  template <class T>
+  Plan<T>& plan_of() {
+    if constexpr (std::is_same_v<T, float>) return plan_f32_;
+    else return plan_f64_;
+  }
+  template <class T>
+  const Plan<T>& plan_of() const {
+    if constexpr (std::is_same_v<T, float>) return plan_f32_;
+    else return plan_f64_;
+  }
+  template <class T>
+  static std::vector<StateRun> state_runs_of(const Plan<T>& plan, std::size_t param) {
+    std::vector<StateRun> out;
+    for (const auto& r : plan.state_runs)
+      if (r.param == param) out.push_back(r);
+    return out;
+  }
+  template <class T>
+  void copy_to_host(const T* device, std::vector<T>& host) const {
+    Kokkos::deep_copy(Kokkos::View<T*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(host.data(), host.size()),
+                      Kokkos::View<const T*, memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(device, host.size()));
+  }
+  template <class T>
+  void copy_from_host(T* device, const std::vector<T>& host) const {
+    Kokkos::deep_copy(Kokkos::View<T*, memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(device, host.size()),
+                      Kokkos::View<const T*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(host.data(), host.size()));
   }
 
   void validate_groups() const {
@@ -410,29 +480,272 @@ class ShardedOptimizer {
       }
     }
   }
-  // State the coming step needs and does not have yet, allocated and initialized but not installed.
-  std::vector<Allocation> allocate_missing_state() const {
-    std::vector<Allocation> out;
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      const auto& p = params_[i];
-      if (!p.grad_present) continue;
-      const auto& o = groups_[p.group].options;
-      for (std::size_t j = 0; j < p.pieces.size(); ++j)
+
+  // ---- planning ---------------------------------------------------------------------------------
+
+  // Rebuilds the plans after the registration changed, carrying existing state over (collective).
+  void replan_if_needed() {
+    if (plans_valid_) return;
+    replan<float>(plan_f32_);
+    replan<double>(plan_f64_);
+    plans_valid_ = true;
+  }
+
+  template <class T>
+  void replan(Plan<T>& plan) {
+    // The state of every initialized parameter, carried over: packed state as global tensors
+    // (gathered, so ownership may move), local runs as they are.
+    std::vector<std::array<std::vector<T>, num_slots>> kept(params_.size());
+    if (plan.built)
+      for (std::size_t i = 0; i < params_.size(); ++i)
         for (std::size_t k = 0; k < num_slots; ++k) {
-          const auto& pc = p.pieces[j];
-          if (!Algo::slot_used(o, k) || pc.numel == 0 || pc.state[k].size() > 0) continue;
-          const std::size_t elem = p.dtype == Dtype::float32 ? sizeof(float) : sizeof(double);
-          StateView v(Kokkos::view_alloc(Kokkos::WithoutInitializing, "shardopt::state." + p.name + "." + std::string(Algo::slot_names[k])),
-                      pc.numel * elem);
-          const double init = Algo::initial_value(o, k);
-          if (p.dtype == Dtype::float32) detail::fill(exec_, reinterpret_cast<float*>(v.data()), pc.numel, static_cast<float>(init));
-          else detail::fill(exec_, reinterpret_cast<double*>(v.data()), pc.numel, init);
-          out.push_back({i, j, k, std::move(v)});
+          if (params_[i].dtype != dtype_of<T>() || !params_[i].initialized[k]) continue;
+          const bool packed = Layout::strategy != Strategy::local && params_[i].shards.empty();
+          if (packed) {
+            kept[i][k] = gather_param<T>(plan, i, k);  // collective: every rank takes this branch
+          } else if (plan.state[k].size() > 0) {
+            for (const auto& r : state_runs_of(plan, i)) {
+              std::vector<T> v(static_cast<std::size_t>(r.length));
+              copy_to_host(plan.state[k].data() + r.state_offset, v);
+              kept[i][k].insert(kept[i][k].end(), v.begin(), v.end());
+            }
+          }
         }
+    Plan<T> next = build_plan<T>();
+    for (std::size_t k = 0; k < num_slots; ++k) {
+      bool any = false;
+      for (std::size_t i = 0; i < params_.size(); ++i) any = any || !kept[i][k].empty();
+      if (!any) continue;
+      next.state[k] = Kokkos::View<T*, memory_space>("shardopt::state." + std::string(Algo::slot_names[k]), next.state_size);
+      for (std::size_t i = 0; i < params_.size(); ++i) {
+        if (kept[i][k].empty()) continue;
+        std::int64_t local_pos = 0;
+        for (const auto& r : state_runs_of(next, i)) {
+          const std::int64_t from = r.packed ? r.src : local_pos;
+          std::vector<T> v(kept[i][k].begin() + from, kept[i][k].begin() + from + r.length);
+          copy_from_host(next.state[k].data() + r.state_offset, v);
+          local_pos += r.length;
+        }
+      }
+    }
+    plan = std::move(next);
+  }
+
+  template <class T>
+  Plan<T> build_plan() const {
+    const int p = comm_.size(), me = comm_.rank();
+    Plan<T> plan;
+    plan.built = true;
+    std::vector<std::size_t> whole;  // parameter index of each packed tensor
+    std::vector<TensorInfo> infos;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto& prm = params_[i];
+      if (prm.dtype != dtype_of<T>()) continue;
+      if (Layout::strategy == Strategy::local || !prm.shards.empty()) {
+        for (std::size_t j = 0; j < prm.pieces.size(); ++j)
+          if (prm.pieces[j].numel > 0) plan.state_runs.push_back({i, false, j, 0, 0, static_cast<std::int64_t>(prm.pieces[j].numel), 0});
+      } else {
+        whole.push_back(i);
+        infos.push_back(TensorInfo{prm.shape});
+      }
+    }
+    if (!whole.empty()) {
+      const Packing packing = Layout::pack(std::span<const TensorInfo>(infos), p);
+      validate_packing(packing, infos, p);
+      plan.part_size = packing.part_size;
+      const std::int64_t mine_begin = me * packing.part_size, mine_end = mine_begin + packing.part_size;
+      for (const auto& r : packing.runs) {
+        // Split at part boundaries so each run lies in one part.
+        for (std::int64_t done = 0; done < r.length;) {
+          const std::int64_t at = r.dst + done, part_end = (at / packing.part_size + 1) * packing.part_size;
+          const std::int64_t len = std::min(r.length - done, part_end - at);
+          const PackRun piece{whole[r.tensor], r.src + done, at, len};
+          plan.runs.push_back(piece);
+          const bool owned = Layout::strategy == Strategy::all_reduce || (at >= mine_begin && at < mine_end);
+          if (owned) plan.state_runs.push_back({piece.tensor, true, 0, piece.src, piece.dst, len, 0});
+          done += len;
+        }
+      }
+      plan.buffer = Kokkos::View<T*, memory_space>("shardopt::packed", static_cast<std::size_t>(packing.part_size * p));
+      if (Layout::strategy == Strategy::partitioned)
+        plan.reduced = Kokkos::View<T*, memory_space>("shardopt::reduced", static_cast<std::size_t>(packing.part_size));
+    }
+    // State: owned packed runs in packed order (contiguous for a flat partition), then local runs.
+    std::stable_sort(plan.state_runs.begin(), plan.state_runs.end(),
+                     [](const StateRun& a, const StateRun& b) { return a.packed > b.packed || (a.packed == b.packed && a.packed && a.dst < b.dst); });
+    for (auto& r : plan.state_runs) {
+      r.state_offset = plan.state_size;
+      plan.state_size += r.length;
+    }
+    T* buf = plan.buffer.data();
+    for (const auto& r : plan.runs) {
+      const auto& pc = params_[r.tensor].pieces[0];
+      plan.pack_grads.push_back({buf + r.dst, static_cast<const T*>(pc.grad) + r.src, static_cast<std::size_t>(r.length)});
+      plan.unpack.push_back({static_cast<T*>(pc.value) + r.src, buf + r.dst, static_cast<std::size_t>(r.length)});
+      if (r.dst >= me * plan.part_size && r.dst < (me + 1) * plan.part_size)
+        plan.pack_mine.push_back({buf + r.dst, static_cast<const T*>(pc.value) + r.src, static_cast<std::size_t>(r.length)});
+    }
+    return plan;
+  }
+
+  // A user's layout gets a clear error rather than memory corruption.
+  void validate_packing(const Packing& packing, const std::vector<TensorInfo>& infos, int p) const {
+    const std::string where = "layout " + std::string(Layout::name) + ": pack() ";
+    std::vector<std::int64_t> covered(infos.size(), 0);
+    std::vector<std::pair<std::int64_t, std::int64_t>> spans;
+    for (const auto& r : packing.runs) {
+      if (r.tensor >= infos.size() || r.length < 0 || r.src < 0 || r.src + r.length > infos[r.tensor].numel() || r.dst < 0 ||
+          r.dst + r.length > packing.part_size * p)
+        throw Error(where + "returned a run outside its tensor or the packed buffer");
+      covered[r.tensor] += r.length;
+      spans.emplace_back(r.dst, r.dst + r.length);
+    }
+    for (std::size_t t = 0; t < infos.size(); ++t)
+      if (covered[t] != infos[t].numel())
+        throw Error(where + "covers " + std::to_string(covered[t]) + " of the " + std::to_string(infos[t].numel()) +
+                    " elements of tensor " + std::to_string(t));
+    std::sort(spans.begin(), spans.end());
+    for (std::size_t i = 1; i < spans.size(); ++i)
+      if (spans[i].first < spans[i - 1].second) throw Error(where + "returned overlapping runs");
+  }
+
+  // ---- the step -------------------------------------------------------------------------------------
+
+  template <class T>
+  using Scalars = decltype(Algo::template prepare<T>(std::declval<const typename Algo::Options&>(), 1));
+
+  template <class T>
+  void step_dtype(Plan<T>& plan) {
+    const int p = comm_.size(), me = comm_.rank();
+    const std::size_t part = static_cast<std::size_t>(plan.part_size);
+    init_state(plan);
+    T* buf = plan.buffer.data();
+    const bool has_packed = !plan.runs.empty();
+    if (has_packed && Layout::strategy == Strategy::all_reduce) {
+      detail::copy_runs(exec_, plan.pack_grads);
+      comm_.all_reduce(std::span<T>(buf, part * p), ReduceOp::sum);
+    } else if (has_packed && Layout::strategy == Strategy::partitioned) {
+      detail::copy_runs(exec_, plan.pack_grads);
+      comm_.reduce_scatter(std::span<const T>(buf, part * p), std::span<T>(plan.reduced.data(), part), ReduceOp::sum);
+      detail::copy_runs(exec_, plan.pack_mine);
+    }
+    const T divisor = Layout::reduction == Reduction::mean ? static_cast<T>(p) : T(1);
+    std::vector<detail::Segment<T, num_slots, Scalars<T>>> segs;
+    for (const auto& r : plan.state_runs) {
+      const auto& prm = params_[r.param];
+      if (!prm.grad_present) continue;
+      detail::Segment<T, num_slots, Scalars<T>> s{};
+      s.size = static_cast<std::size_t>(r.length);
+      s.scalars = Algo::template prepare<T>(groups_[prm.group].options, prm.step + 1);
+      s.grad_divisor = T(1);
+      if (!r.packed) {
+        s.param = static_cast<T*>(prm.pieces[r.piece].value);
+        s.grad = static_cast<const T*>(prm.pieces[r.piece].grad);
+      } else if (Layout::strategy == Strategy::all_reduce) {
+        s.param = static_cast<T*>(prm.pieces[0].value) + r.src;
+        s.grad = buf + r.dst;
+        s.grad_divisor = divisor;
+      } else {
+        s.param = buf + r.dst;
+        s.grad = plan.reduced.data() + (r.dst - me * plan.part_size);
+        s.grad_divisor = divisor;
+      }
+      for (std::size_t k = 0; k < num_slots; ++k) s.slot[k] = plan.state[k].size() ? plan.state[k].data() + r.state_offset : nullptr;
+      segs.push_back(s);
+    }
+    detail::fused_update<Algo, T, num_slots>(exec_, segs);
+    if (has_packed && Layout::strategy == Strategy::partitioned) {
+      comm_.all_gather(std::span<const T>(buf + me * part, part), std::span<T>(buf, part * p));
+      detail::copy_runs(exec_, plan.unpack);
+    }
+  }
+
+  // Allocates the slots the coming step needs and sets the state of parameters stepped for the first
+  // time to the algorithm's initial value.
+  template <class T>
+  void init_state(Plan<T>& plan) {
+    for (std::size_t k = 0; k < num_slots; ++k) {
+      for (std::size_t i = 0; i < params_.size(); ++i) {
+        auto& prm = params_[i];
+        if (prm.dtype != dtype_of<T>() || !prm.grad_present || prm.initialized[k]) continue;
+        const auto& o = groups_[prm.group].options;
+        if (!Algo::slot_used(o, k)) continue;
+        if (plan.state[k].size() == 0 && plan.state_size > 0)
+          plan.state[k] = Kokkos::View<T*, memory_space>("shardopt::state." + std::string(Algo::slot_names[k]), plan.state_size);
+        for (const auto& r : state_runs_of(plan, i))
+          detail::fill(exec_, plan.state[k].data() + r.state_offset, static_cast<std::size_t>(r.length), static_cast<T>(Algo::initial_value(o, k)));
+        prm.initialized[k] = true;
+      }
     }
     exec_.fence();
+  }
+
+  // The global tensor of slot k of parameter i from every rank's runs (collective); the lowest rank
+  // holding an element provides it.
+  template <class T>
+  std::vector<T> gather_param(const Plan<T>& plan, std::size_t i, std::size_t k) {
+    const auto& prm = params_[i];
+    std::int64_t numel = 1;
+    for (auto s : prm.shape) numel *= s;
+    // This rank's contribution: (global offset, length) pairs and their values.
+    std::vector<std::int64_t> head;
+    std::vector<T> values;
+    for (const auto& r : state_runs_of(plan, i)) {
+      std::vector<T> v(static_cast<std::size_t>(r.length));
+      if (plan.state[k].size()) copy_to_host(plan.state[k].data() + r.state_offset, v);
+      if (r.packed) {
+        head.insert(head.end(), {r.src, r.length});
+      } else if (prm.shards.empty()) {
+        head.insert(head.end(), {0, r.length});
+      } else {  // a shard: one run per row of its box
+        const auto& m = prm.pieces[r.piece].meta;
+        const std::int64_t row = m.sizes.back();
+        for (std::int64_t at = 0; row > 0 && at < r.length; at += row) {
+          std::int64_t g = 0, rem = at;
+          std::vector<std::int64_t> idx(m.sizes.size());
+          for (int d = static_cast<int>(m.sizes.size()) - 1; d >= 0; --d) {
+            idx[d] = m.offsets[d] + rem % m.sizes[d];
+            rem /= m.sizes[d];
+          }
+          for (std::size_t d = 0; d < idx.size(); ++d) g = g * prm.shape[d] + idx[d];
+          head.insert(head.end(), {g, row});
+        }
+      }
+      values.insert(values.end(), v.begin(), v.end());
+    }
+    const auto heads = all_gather_varying(head);
+    const auto vals = all_gather_varying(values);
+    std::vector<T> out(static_cast<std::size_t>(numel));
+    std::vector<char> filled(static_cast<std::size_t>(numel), 0);
+    for (std::size_t q = 0; q < heads.size(); ++q) {
+      std::size_t at = 0;
+      for (std::size_t h = 0; h + 1 < heads[q].size(); h += 2) {
+        for (std::int64_t e = 0; e < heads[q][h + 1]; ++e, ++at) {
+          const auto g = static_cast<std::size_t>(heads[q][h] + e);
+          if (!filled[g]) out[g] = vals[q][at], filled[g] = 1;
+        }
+      }
+    }
     return out;
   }
+  // Every rank's vector (collective; sizes may differ).
+  template <class V>
+  std::vector<std::vector<V>> all_gather_varying(const std::vector<V>& mine) {
+    const int p = comm_.size();
+    std::vector<std::int64_t> sizes(p);
+    const std::int64_t n = static_cast<std::int64_t>(mine.size());
+    comm_.all_gather(std::span<const std::int64_t>(&n, 1), std::span<std::int64_t>(sizes));
+    const std::size_t width = static_cast<std::size_t>(*std::max_element(sizes.begin(), sizes.end()));
+    std::vector<V> padded(mine);
+    padded.resize(width);
+    std::vector<V> all(width * p);
+    comm_.all_gather(std::span<const V>(padded), std::span<V>(all));
+    std::vector<std::vector<V>> out(p);
+    for (int q = 0; q < p; ++q) out[q].assign(all.begin() + q * width, all.begin() + q * width + sizes[q]);
+    return out;
+  }
+
+  // ---- agreement ------------------------------------------------------------------------------------
 
   // Registration (cached), options and gradient presence, one line each.
   std::string describe() const {
@@ -476,49 +789,9 @@ class ShardedOptimizer {
   mutable std::string registration_;
   mutable std::uint64_t registration_digest_ = 0;
   std::uint64_t control_bytes_ = 0;
-};
-
-/// @brief What a Layout's `step(ctx)` can do: the communicator and the fused update.
-///
-/// Layouts call these members; ShardedOptimizer calls `Layout::step(ctx)` once per step() after
-/// every check has passed.
-/// @tparam Optimizer the ShardedOptimizer being stepped.
-template <class Optimizer>
-class StepContext {
- public:
-  /// Wraps `opt` for one step.
-  explicit StepContext(Optimizer& opt) : opt_(opt) {}
-  /// The communicator.
-  typename Optimizer::comm_type& comm() { return opt_.comm_; }
-  /// @brief Updates every local piece (whole tensor or local shard) of every parameter whose
-  /// gradient is present, in place, with its own gradient: one fused kernel per element type.
-  void update_local() {
-    run<float>();
-    run<double>();
-  }
-
- private:
-  using Algo = typename Optimizer::algorithm_type;
-  static constexpr std::size_t N = Optimizer::num_slots;
-  template <class T>
-  using Scalars = decltype(Algo::template prepare<T>(std::declval<const typename Algo::Options&>(), 1));
-
-  template <class T>
-  void run() {
-    std::vector<detail::Segment<T, N, Scalars<T>>> segs;
-    for (const auto& p : opt_.params_) {
-      if (!p.grad_present || p.dtype != Optimizer::template dtype_of<T>()) continue;
-      const auto scalars = Algo::template prepare<T>(opt_.groups_[p.group].options, p.step + 1);
-      for (const auto& pc : p.pieces) {
-        if (pc.numel == 0) continue;
-        detail::Segment<T, N, Scalars<T>> s{static_cast<T*>(pc.value), static_cast<const T*>(pc.grad), {}, pc.numel, scalars};
-        for (std::size_t k = 0; k < N; ++k) s.slot[k] = pc.state[k].size() ? reinterpret_cast<T*>(pc.state[k].data()) : nullptr;
-        segs.push_back(s);
-      }
-    }
-    detail::fused_update<Algo, T, N>(opt_.exec_, segs);
-  }
-  Optimizer& opt_;
+  bool plans_valid_ = false;
+  Plan<float> plan_f32_;
+  Plan<double> plan_f64_;
 };
 
 }  // namespace shardopt

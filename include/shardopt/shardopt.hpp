@@ -12,6 +12,7 @@
 #include <shardopt/comm_stats.hpp>
 #include <shardopt/concepts.hpp>
 #include <shardopt/error.hpp>
+#include <shardopt/layout_support.hpp>
 #include <shardopt/options.hpp>
 #include <shardopt/scope_guard.hpp>
 #include <shardopt/sharded_optimizer.hpp>
@@ -23,6 +24,9 @@
 #include <shardopt/algo/rmsprop.hpp>
 #include <shardopt/algo/sgd.hpp>
 
+#include <shardopt/layout/chunk.hpp>
+#include <shardopt/layout/data_parallel.hpp>
+#include <shardopt/layout/flat_partition.hpp>
 #include <shardopt/layout/replicated.hpp>
 
 #include <shardopt/comm/serial.hpp>

@@ -17,12 +17,13 @@
 
 namespace shardopt::detail {
 
-enum class Op : std::int64_t { step = 1, check_consistency = 2 };
+enum class Op : std::int64_t { step = 1, check_consistency = 2, gather_state = 3 };
 
 inline const char* op_name(std::int64_t op) {
   switch (op) {
     case 1: return "step()";
     case 2: return "check_consistency()";
+    case 3: return "gathered_state()";
   }
   return "an unknown operation";
 }

@@ -19,6 +19,7 @@ struct Segment {
   T* slot[N > 0 ? N : 1];
   std::size_t size;
   Scalars scalars;
+  T grad_divisor;  // 1, or the world size for averaged gradients
 };
 
 struct Block {
@@ -50,8 +51,34 @@ void fused_update(const ExecSpace& exec, const std::vector<Segment<T, N, Scalars
         Kokkos::parallel_for(Kokkos::TeamThreadRange(team, b.begin, b.end), [&](const std::size_t j) {
           StateSlots<T, N> st;
           for (std::size_t k = 0; k < N; ++k) st.ptr[k] = s.slot[k] ? s.slot[k] + j : nullptr;
-          Algo::template update<T>(s.scalars, s.param[j], s.grad[j], st);
+          T g = s.grad[j];
+          if (s.grad_divisor != T(1)) g = g / s.grad_divisor;
+          Algo::template update<T>(s.scalars, s.param[j], g, st);
         });
+      });
+  exec.fence();
+}
+
+// dst[i] = src[i] for every run, one fused launch.
+template <class Run, class ExecSpace>
+void copy_runs(const ExecSpace& exec, const std::vector<Run>& runs) {
+  using memory_space = typename ExecSpace::memory_space;
+  std::vector<Block> blocks;
+  for (std::size_t s = 0; s < runs.size(); ++s)
+    for (std::size_t b = 0; b < runs[s].length; b += block_elements)
+      blocks.push_back({s, b, b + block_elements < runs[s].length ? b + block_elements : runs[s].length});
+  if (blocks.empty()) return;
+  Kokkos::View<Run*, memory_space> drun(Kokkos::view_alloc(Kokkos::WithoutInitializing, "shardopt::runs"), runs.size());
+  Kokkos::View<Block*, memory_space> dblk(Kokkos::view_alloc(Kokkos::WithoutInitializing, "shardopt::blocks"), blocks.size());
+  Kokkos::deep_copy(exec, drun, Kokkos::View<const Run*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(runs.data(), runs.size()));
+  Kokkos::deep_copy(exec, dblk, Kokkos::View<const Block*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(blocks.data(), blocks.size()));
+  using Policy = Kokkos::TeamPolicy<ExecSpace>;
+  Kokkos::parallel_for(
+      "shardopt::copy_runs", Policy(exec, static_cast<int>(blocks.size()), Kokkos::AUTO),
+      KOKKOS_LAMBDA(const typename Policy::member_type& team) {
+        const Block b = dblk(team.league_rank());
+        const Run& r = drun(b.segment);
+        Kokkos::parallel_for(Kokkos::TeamThreadRange(team, b.begin, b.end), [&](const std::size_t j) { r.dst[j] = r.src[j]; });
       });
   exec.fence();
 }

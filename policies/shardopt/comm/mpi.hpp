@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include <shardopt/comm_stats.hpp>
 #include <shardopt/concepts.hpp>
@@ -93,16 +94,35 @@ class Mpi {
   /// The duplicated communicator shardopt uses.
   MPI_Comm native() const noexcept { return state_->comm; }
 
-  /// In-place all-reduce of `buffer`.
+  /// @brief In-place all-reduce of `buffer`.
+  ///
+  /// For float and double the result is deterministic and the same on every rank: each element is
+  /// combined in rank order, ((x_0 + x_1) + x_2) + ..., whatever the world size (a reduce-scatter
+  /// through MPI_Alltoall and an ordered local sum, then MPI_Allgather: the volume of a ring
+  /// all-reduce). Integer buffers use MPI_Allreduce.
   template <class T>
   void all_reduce(std::span<T> buffer, ReduceOp op) {
     if (size() == 1) return;
-    detail_mpi::check(MPI_Allreduce(MPI_IN_PLACE, buffer.data(), detail_mpi::to_int(buffer.size(), "all_reduce"),
-                                    detail_mpi::datatype<T>(), detail_mpi::op(op), native()),
-                      "MPI_Allreduce");
+    if constexpr (std::is_floating_point_v<T>) {
+      const std::size_t p = static_cast<std::size_t>(size()), part = (buffer.size() + p - 1) / p;
+      T* padded = scratch<T>(2 * p * part + part);
+      T* gathered = padded + p * part;
+      std::copy(buffer.begin(), buffer.end(), padded);
+      std::fill(padded + buffer.size(), padded + p * part, T(0));
+      ordered_reduce_scatter(padded, gathered + p * part, part, op);
+      detail_mpi::check(MPI_Allgather(gathered + p * part, detail_mpi::to_int(part, "all_reduce"), detail_mpi::datatype<T>(),
+                                      gathered, detail_mpi::to_int(part, "all_reduce"), detail_mpi::datatype<T>(), native()),
+                        "MPI_Allgather");
+      std::copy(gathered, gathered + buffer.size(), buffer.begin());
+    } else {
+      detail_mpi::check(MPI_Allreduce(MPI_IN_PLACE, buffer.data(), detail_mpi::to_int(buffer.size(), "all_reduce"),
+                                      detail_mpi::datatype<T>(), detail_mpi::op(op), native()),
+                        "MPI_Allreduce");
+    }
     count(detail::all_reduce_bytes(buffer.size_bytes(), size()));
   }
-  /// Reduce-scatter: `recv` gets this rank's part of the reduction of `send` (`send.size() == size() * recv.size()`).
+  /// @brief Reduce-scatter: `recv` gets this rank's part of the reduction of `send`
+  /// (`send.size() == size() * recv.size()`), combined in rank order as all_reduce does.
   template <class T>
   void reduce_scatter(std::span<const T> send, std::span<T> recv, ReduceOp op) {
     if (send.size() != recv.size() * static_cast<std::size_t>(size()))
@@ -112,9 +132,7 @@ class Mpi {
       if (send.data() != recv.data()) std::copy(send.begin(), send.end(), recv.begin());
       return;
     }
-    detail_mpi::check(MPI_Reduce_scatter_block(send.data(), recv.data(), detail_mpi::to_int(recv.size(), "reduce_scatter"),
-                                               detail_mpi::datatype<T>(), detail_mpi::op(op), native()),
-                      "MPI_Reduce_scatter_block");
+    ordered_reduce_scatter(send.data(), recv.data(), recv.size(), op);
     count(detail::reduce_scatter_bytes(recv.size_bytes(), size()));
   }
   /// All-gather: `recv` gets every rank's `send`, in rank order (`recv.size() == size() * send.size()`).
@@ -159,6 +177,7 @@ class Mpi {
     MPI_Comm comm = MPI_COMM_NULL;
     int rank = 0, size = 1;
     CommStats stats;
+    std::vector<unsigned char> scratch;  // reused by all_reduce
     State() = default;
     State(const State&) = delete;
     State& operator=(const State&) = delete;
@@ -168,6 +187,36 @@ class Mpi {
       if (!finalized && comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
     }
   };
+  // recv[i] = op over ranks q in order of send_q[rank * n + i]: one MPI_Alltoall, then a local combine.
+  template <class T>
+  void ordered_reduce_scatter(const T* send, T* recv, std::size_t n, ReduceOp op) {
+    const std::size_t p = static_cast<std::size_t>(size());
+    std::vector<T> parts(p * n);
+    detail_mpi::check(MPI_Alltoall(send, detail_mpi::to_int(n, "reduce_scatter"), detail_mpi::datatype<T>(), parts.data(),
+                                   detail_mpi::to_int(n, "reduce_scatter"), detail_mpi::datatype<T>(), native()),
+                      "MPI_Alltoall");
+    std::copy(parts.begin(), parts.begin() + n, recv);
+    for (std::size_t q = 1; q < p; ++q) {
+      const T* part = parts.data() + q * n;
+      switch (op) {
+        case ReduceOp::sum:
+          for (std::size_t i = 0; i < n; ++i) recv[i] = recv[i] + part[i];
+          break;
+        case ReduceOp::min:
+          for (std::size_t i = 0; i < n; ++i) recv[i] = part[i] < recv[i] ? part[i] : recv[i];
+          break;
+        case ReduceOp::max:
+          for (std::size_t i = 0; i < n; ++i) recv[i] = part[i] > recv[i] ? part[i] : recv[i];
+          break;
+      }
+    }
+  }
+  template <class T>
+  T* scratch(std::size_t n) {
+    auto& s = state_->scratch;
+    if (s.size() < n * sizeof(T)) s.resize(n * sizeof(T));
+    return reinterpret_cast<T*>(s.data());
+  }
   void count(std::uint64_t bytes) {
     state_->stats.bytes_sent += bytes;
     state_->stats.collectives += 1;
