@@ -15,6 +15,7 @@
 #include <string_view>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include <shardopt/layout_support.hpp>
 
@@ -186,6 +187,12 @@ template <class A>
 struct safe_algorithm_traits<A> {
   using options_type = typename A::Options;
   static constexpr std::size_t num_slots = std::size(A::slot_names);
+};
+
+// The per-step scalars Algo::prepare<T> returns.
+template <class A, class T>
+struct scalars_of {
+  using type = decltype(A::template prepare<T>(std::declval<const typename A::Options&>(), std::int64_t{1}));
 };
 
 template <class L>

@@ -611,8 +611,9 @@ class ShardedOptimizer {
 
   // ---- the step -------------------------------------------------------------------------------------
 
+  // Through a class template, so that a wrong Algo is not looked into before step() is used.
   template <class T>
-  using Scalars = decltype(Algo::template prepare<T>(std::declval<const typename Algo::Options&>(), 1));
+  using Scalars = typename detail::scalars_of<Algo, T>::type;
 
   template <class T>
   void step_dtype(Plan<T>& plan) {

@@ -59,8 +59,10 @@ struct Adagrad {
   /// @brief The per-step scalars, computed once on the host.
   template <class T>
   struct Scalars {
-    T weight_decay, neg_clr, eps;
-    bool maximize;
+    T weight_decay;  ///< L2 penalty added to the gradient
+    T neg_clr;  ///< minus the decayed learning rate lr / (1 + (step - 1) lr_decay)
+    T eps;  ///< added to the square root of the sum
+    bool maximize;  ///< ascend instead of descend
   };
   /// Scalars of step `step` (1 for the first step).
   template <class T>

@@ -62,8 +62,17 @@ struct Adam {
   /// @brief The per-step scalars, computed once on the host.
   template <class T>
   struct Scalars {
-    T weight_decay, one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps, neg_step_size, decay;
-    bool amsgrad, maximize, decoupled;
+    T weight_decay;  ///< L2 penalty (Adam) or decoupled decay factor input (AdamW)
+    T one_minus_beta1;  ///< 1 - beta1, the lerp weight of exp_avg
+    T beta2;  ///< decay of exp_avg_sq
+    T one_minus_beta2;  ///< 1 - beta2
+    T bias_correction2_sqrt;  ///< sqrt(1 - beta2^step)
+    T eps;  ///< added to the denominator
+    T neg_step_size;  ///< -lr / (1 - beta1^step)
+    T decay;  ///< 1 - lr * weight_decay, AdamW's parameter decay
+    bool amsgrad;  ///< keep the maximum of exp_avg_sq
+    bool maximize;  ///< ascend instead of descend
+    bool decoupled;  ///< AdamW: decay the parameter instead of adding to the gradient
   };
   /// Scalars of step `step` (1 for the first step) under options `o`; `decoupled` selects AdamW.
   template <class T>

@@ -63,8 +63,15 @@ struct RMSprop {
   /// @brief The per-step scalars, computed once on the host.
   template <class T>
   struct Scalars {
-    T weight_decay, alpha, one_minus_alpha, eps, momentum, neg_lr;
-    bool centered, use_momentum, maximize;
+    T weight_decay;  ///< L2 penalty added to the gradient
+    T alpha;  ///< smoothing constant of square_avg
+    T one_minus_alpha;  ///< 1 - alpha
+    T eps;  ///< added to the denominator
+    T momentum;  ///< momentum factor
+    T neg_lr;  ///< minus the learning rate
+    bool centered;  ///< normalize by the estimated variance
+    bool use_momentum;  ///< momentum > 0
+    bool maximize;  ///< ascend instead of descend
   };
   /// Scalars of a step.
   template <class T>

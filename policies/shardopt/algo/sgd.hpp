@@ -58,8 +58,13 @@ struct SGD {
   /// @brief The per-step scalars, computed once on the host.
   template <class T>
   struct Scalars {
-    T weight_decay, momentum, one_minus_dampening, neg_lr;
-    bool first, nesterov, maximize;
+    T weight_decay;  ///< L2 penalty added to the gradient
+    T momentum;  ///< momentum factor
+    T one_minus_dampening;  ///< 1 - dampening
+    T neg_lr;  ///< minus the learning rate
+    bool first;  ///< the first step (the buffer starts as the gradient)
+    bool nesterov;  ///< Nesterov momentum
+    bool maximize;  ///< ascend instead of descend
   };
   /// Scalars of step `step` (1 for the first step).
   template <class T>

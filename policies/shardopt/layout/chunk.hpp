@@ -25,7 +25,8 @@ template <int Dim, Reduction R = Reduction::mean>
 struct Chunk {
   static_assert(Dim >= 0, "layout::Chunk<Dim>: Dim must be a dimension index (0 or more).");
   using layout_category = layout_policy_tag;                   ///< declares this type a layout
-  static constexpr std::string_view name = "Chunk";            ///< shown in messages
+  /// shown in messages: ChunkRows, ChunkCols, or Chunk<2> and so on
+  static constexpr std::string_view name = Dim == 0 ? "ChunkRows" : Dim == 1 ? "ChunkCols" : Dim == 2 ? "Chunk<2>" : Dim == 3 ? "Chunk<3>" : "Chunk";
   static constexpr Strategy strategy = Strategy::partitioned;  ///< reduce-scatter, update chunks, all-gather
   static constexpr Reduction reduction = R;                    ///< mean or sum
   static constexpr int dim = Dim;                              ///< the dimension cut
