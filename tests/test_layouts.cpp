@@ -1,0 +1,308 @@
+// State sharding, run at world sizes 1 to 4: every layout gives the same bits as one process stepping
+// the averaged gradients; state memory per rank and bytes per step follow the formulas.
+#include <boost/test/unit_test.hpp>
+
+#include "support.hpp"
+
+#include <algorithm>
+#include <string>
+#include <tuple>
+#include <utility>
+
+namespace so = shardopt;
+using so::comm::Mpi;
+using so::comm::Serial;
+namespace layout = so::layout;
+
+namespace {
+
+Mpi world() { return Mpi(MPI_COMM_WORLD); }
+
+const std::vector<std::vector<std::int64_t>> shapes = {{7, 5}, {13}, {1}, {3, 2, 4}, {2, 3}};
+
+std::int64_t numel(const std::vector<std::int64_t>& s) {
+  std::int64_t n = 1;
+  for (auto d : s) n *= d;
+  return n;
+}
+
+// Gradient of tensor t on rank r at step k: differs per rank.
+template <class T>
+std::vector<T> rank_gradient(std::size_t t, int r, int k) {
+  std::vector<T> g(numel(shapes[t]));
+  for (std::size_t i = 0; i < g.size(); ++i) g[i] = T(test::gradient_value(t + 7 * r, i, k));
+  return g;
+}
+
+// What every layout must reproduce: the gradients of ranks 0..P-1 combined in rank order.
+template <class T>
+std::vector<T> combined_gradient(std::size_t t, int p, int k, so::Reduction red) {
+  auto acc = rank_gradient<T>(t, 0, k);
+  for (int r = 1; r < p; ++r) {
+    const auto g = rank_gradient<T>(t, r, k);
+    for (std::size_t i = 0; i < acc.size(); ++i) acc[i] = acc[i] + g[i];
+  }
+  if (red == so::Reduction::mean)
+    for (auto& a : acc) a = a / T(p);
+  return acc;
+}
+
+template <class Algo>
+typename Algo::Options rich_options() {
+  typename Algo::Options o;
+  so::set_option<Algo>(o, "lr", 0.05);
+  so::set_option<Algo>(o, "weight_decay", 0.1);
+  so::set_option<Algo>(o, "momentum", 0.9);
+  so::set_option<Algo>(o, "amsgrad", 1);
+  so::set_option<Algo>(o, "centered", 1);
+  so::set_option<Algo>(o, "lr_decay", 0.01);
+  so::set_option<Algo>(o, "initial_accumulator_value", 0.1);
+  return o;
+}
+
+// Registers `shapes` as views of a given element type, named t0, t1, ...
+template <class T>
+struct Tensors {
+  std::vector<Kokkos::View<T*>> value, grad;
+  Tensors() {
+    for (std::size_t t = 0; t < shapes.size(); ++t) {
+      value.emplace_back("value", numel(shapes[t]));
+      grad.emplace_back("grad", numel(shapes[t]));
+      std::vector<T> init(numel(shapes[t]));
+      for (std::size_t i = 0; i < init.size(); ++i) init[i] = T(test::initial_value(t, i));
+      test::from_host(value[t], init);
+    }
+  }
+  template <class Opt>
+  void register_in(Opt& opt, std::size_t first = 0, std::size_t last = shapes.size()) {
+    for (std::size_t t = first; t < last; ++t) {
+      const std::string name = "t" + std::to_string(t);
+      const auto& s = shapes[t];
+      using U = Kokkos::MemoryTraits<Kokkos::Unmanaged>;
+      if (s.size() == 1) opt.add_param(name, value[t], grad[t]);
+      else if (s.size() == 2)
+        opt.add_param(name, Kokkos::View<T**, U>(value[t].data(), s[0], s[1]), Kokkos::View<T**, U>(grad[t].data(), s[0], s[1]));
+      else
+        opt.add_param(name, Kokkos::View<T***, U>(value[t].data(), s[0], s[1], s[2]),
+                      Kokkos::View<T***, U>(grad[t].data(), s[0], s[1], s[2]));
+    }
+  }
+};
+
+template <class Algo, class Layout, class T = float>
+void same_bits_as_one_process(int steps = 20) {
+  Mpi comm = world();
+  const int p = comm.size(), r = comm.rank();
+  const auto o = rich_options<Algo>();
+  so::ShardedOptimizer<Algo, Layout, Mpi> sharded(comm, o);
+  so::ShardedOptimizer<Algo, layout::Replicated, Serial> single(Serial{}, o);
+  Tensors<T> mine, ref;
+  mine.register_in(sharded);
+  ref.register_in(single);
+  // A user-sharded tensor mixed in: keeps its own sharding, stepped with its own gradient.
+  auto st = so::ShardedTensor<T>::chunk(comm, {5, 2}, 0);
+  Kokkos::View<T**> st_whole("st_whole", 5, 2), st_grad("st_grad", 5, 2);
+  sharded.add_param("sharded", st);
+  single.add_param("sharded", st_whole, st_grad);
+  for (int k = 1; k <= steps; ++k) {
+    for (std::size_t t = 0; t < shapes.size(); ++t) {
+      test::from_host(mine.grad[t], rank_gradient<T>(t, r, k));
+      test::from_host(ref.grad[t], combined_gradient<T>(t, p, k, Layout::reduction));
+    }
+    std::vector<T> sg(10);
+    for (int i = 0; i < 10; ++i) sg[i] = T(test::gradient_value(99, i, k));
+    test::from_host(st_grad, sg);
+    for (auto& s : st.local_shards())
+      test::from_host(s.grad, std::vector<T>(sg.begin() + s.metadata.offsets[0] * 2, sg.begin() + (s.metadata.offsets[0] + s.metadata.sizes[0]) * 2));
+    sharded.step();
+    single.step();
+  }
+  for (std::size_t t = 0; t < shapes.size(); ++t) {
+    const std::string name = "t" + std::to_string(t);
+    BOOST_TEST_CONTEXT(Algo::name << " under " << Layout::name << " at P=" << p << ", " << name) {
+      BOOST_TEST(test::to_host<T>(mine.value[t]) == test::to_host<T>(ref.value[t]), boost::test_tools::per_element());
+      for (std::size_t k = 0; k < Algo::slot_names.size(); ++k) {
+        const auto gathered = sharded.template gathered_state<T>(name, Algo::slot_names[k]);
+        BOOST_TEST(gathered.size() == std::size_t(numel(shapes[t])));  // every slot is in use with these options
+        BOOST_TEST(gathered == single.template local_state<T>(name, Algo::slot_names[k]), boost::test_tools::per_element());
+      }
+      BOOST_TEST(sharded.step_count(name) == steps);
+    }
+  }
+  const auto whole = test::to_host<T>(st_whole);
+  for (auto& s : st.local_shards()) {
+    const auto v = test::to_host<T>(s.value);
+    BOOST_TEST(v == std::vector<T>(whole.begin() + s.metadata.offsets[0] * 2, whole.begin() + s.metadata.offsets[0] * 2 + v.size()),
+               boost::test_tools::per_element());
+  }
+}
+
+template <class A, class L>
+struct Case {
+  using Algo = A;
+  using Layout = L;
+};
+template <class L>
+using AllAlgos = std::tuple<Case<so::algo::SGD, L>, Case<so::algo::Adagrad, L>, Case<so::algo::Adam, L>, Case<so::algo::AdamW, L>,
+                            Case<so::algo::RMSprop, L>>;
+using FlatCases = AllAlgos<layout::FlatPartition>;
+using ChunkCases = decltype(std::tuple_cat(AllAlgos<layout::ChunkRows>{}, AllAlgos<layout::ChunkCols>{}));
+using DataParallelCases = AllAlgos<layout::DataParallel>;
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(same_bits)
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(flat_partition, C, FlatCases) { same_bits_as_one_process<typename C::Algo, typename C::Layout>(); }
+BOOST_AUTO_TEST_CASE_TEMPLATE(chunk, C, ChunkCases) { same_bits_as_one_process<typename C::Algo, typename C::Layout>(); }
+BOOST_AUTO_TEST_CASE_TEMPLATE(data_parallel, C, DataParallelCases) { same_bits_as_one_process<typename C::Algo, typename C::Layout>(); }
+
+BOOST_AUTO_TEST_CASE(double_and_summed_gradients) {
+  same_bits_as_one_process<so::algo::Adam, layout::BasicFlatPartition<so::Reduction::sum>, double>(5);
+  same_bits_as_one_process<so::algo::SGD, layout::Chunk<1, so::Reduction::sum>, double>(5);
+  same_bits_as_one_process<so::algo::RMSprop, layout::FlatPartition, double>(5);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(memory_and_volume)
+
+// Bytes sent by the last step, without the agreement messages.
+template <class Opt>
+std::uint64_t step_bytes(Opt& opt) {
+  const auto before = opt.comm().stats().bytes_sent, control = opt.control_bytes();
+  opt.step();
+  return opt.comm().stats().bytes_sent - before - (opt.control_bytes() - control);
+}
+
+BOOST_AUTO_TEST_CASE(flat_partition_keeps_one_part_and_moves_two_collectives) {
+  Mpi comm = world();
+  const int p = comm.size(), r = comm.rank();
+  so::ShardedOptimizer<so::algo::Adam, layout::FlatPartition, Mpi> opt(comm);
+  Tensors<float> t;
+  t.register_in(opt);
+  Kokkos::View<double*> d("d", 10), gd("gd", 10);  // a second element type: its own flat buffer
+  opt.add_param("d", d, gd);
+  std::int64_t n = 0;
+  for (const auto& s : shapes) n += numel(s);
+  const std::int64_t part = (n + p - 1) / p, mine = std::max<std::int64_t>(0, std::min(part, n - r * part));
+  const std::int64_t dpart = (10 + p - 1) / p, dmine = std::max<std::int64_t>(0, std::min(dpart, 10 - r * dpart));
+  const auto bytes = step_bytes(opt);
+  BOOST_TEST(opt.state_bytes() == std::size_t(2 * mine * sizeof(float) + 2 * dmine * sizeof(double)));
+  BOOST_TEST(mine <= part);
+  const std::uint64_t expected = p == 1 ? 0 : 2ull * (p - 1) * (part * sizeof(float) + dpart * sizeof(double));
+  BOOST_TEST(bytes == expected);  // reduce-scatter + all-gather = 2 (P-1) / P of the padded buffer
+  BOOST_TEST(step_bytes(opt) == expected);
+  if (p == 1) BOOST_TEST(opt.comm().stats().bytes_sent == 0u);  // world size 1: no communication at all
+}
+
+BOOST_AUTO_TEST_CASE(chunk_keeps_the_owned_chunks) {
+  Mpi comm = world();
+  const int p = comm.size(), r = comm.rank();
+  so::ShardedOptimizer<so::algo::SGD, layout::ChunkRows, Mpi> opt(comm, {.lr = 0.1, .momentum = 0.9});
+  Tensors<float> t;
+  t.register_in(opt);
+  std::int64_t owned = 0, part = 0;
+  for (const auto& s : shapes) {
+    const std::int64_t rows = s[0], inner = numel(s) / rows, c = (rows + p - 1) / p;
+    owned += std::max<std::int64_t>(0, std::min(rows, c * (r + 1)) - std::min(rows, c * r)) * inner;
+    part += c * inner;
+  }
+  const auto bytes = step_bytes(opt);
+  BOOST_TEST(opt.state_bytes() == std::size_t(owned * sizeof(float)));
+  BOOST_TEST(bytes == (p == 1 ? 0ull : 2ull * (p - 1) * part * sizeof(float)));
+}
+
+BOOST_AUTO_TEST_CASE(data_parallel_keeps_everything_and_all_reduces) {
+  Mpi comm = world();
+  const int p = comm.size();
+  so::ShardedOptimizer<so::algo::Adagrad, layout::DataParallel, Mpi> opt(comm);
+  Tensors<double> t;
+  t.register_in(opt);
+  std::int64_t n = 0;
+  for (const auto& s : shapes) n += numel(s);
+  const auto bytes = step_bytes(opt);
+  BOOST_TEST(opt.state_bytes() == std::size_t(n * sizeof(double)));
+  BOOST_TEST(bytes == so::detail::all_reduce_bytes(((n + p - 1) / p) * p * sizeof(double), p));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(layout_edges)
+
+BOOST_AUTO_TEST_CASE(more_ranks_than_rows_and_single_elements) {
+  Mpi comm = world();
+  so::ShardedOptimizer<so::algo::Adam, layout::ChunkRows, Mpi> chunked(comm, {.lr = 0.5});
+  so::ShardedOptimizer<so::algo::Adam, layout::FlatPartition, Mpi> flat(comm, {.lr = 0.5});
+  so::ShardedOptimizer<so::algo::Adam, layout::Replicated, Serial> single(Serial{}, {.lr = 0.5});
+  Kokkos::View<float**> a("a", 2, 3), ga("ga", 2, 3), b("b", 2, 3), gb("gb", 2, 3), c("c", 2, 3), gc("gc", 2, 3);
+  Kokkos::View<float*> one_a("one", 1), gone_a("gone", 1), one_b("one", 1), gone_b("gone", 1);
+  chunked.add_param("a", a, ga);
+  chunked.add_param("one", one_a, gone_a);
+  flat.add_param("one", one_b, gone_b);
+  single.add_param("a", c, gc);
+  for (auto v : {a, b, c}) Kokkos::deep_copy(v, 1.0f);
+  for (auto v : {ga, gb, gc}) Kokkos::deep_copy(v, 0.5f);
+  Kokkos::deep_copy(gone_a, 2.0f);
+  Kokkos::deep_copy(gone_b, 2.0f);
+  for (int k = 0; k < 3; ++k) {
+    chunked.step();
+    flat.step();
+    single.step();
+  }
+  BOOST_TEST(test::to_host<float>(a) == test::to_host<float>(c), boost::test_tools::per_element());
+  BOOST_TEST(test::to_host<float>(one_a) == test::to_host<float>(one_b));
+  BOOST_TEST(chunked.gathered_state<float>("a", "exp_avg") == single.local_state<float>("a", "exp_avg"), boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(parameters_added_after_steps_carry_state_over) {
+  Mpi comm = world();
+  so::ShardedOptimizer<so::algo::AdamW, layout::FlatPartition, Mpi> flat(comm, {.lr = 0.05});
+  so::ShardedOptimizer<so::algo::AdamW, layout::Replicated, Serial> single(Serial{}, {.lr = 0.05});
+  Tensors<float> mine, ref;
+  mine.register_in(flat, 0, 2);
+  ref.register_in(single, 0, 2);
+  auto run = [&](int k0, int k1) {
+    for (int k = k0; k < k1; ++k) {
+      for (std::size_t t = 0; t < shapes.size(); ++t) {
+        test::from_host(mine.grad[t], combined_gradient<float>(t, 1, k, so::Reduction::sum));
+        test::from_host(ref.grad[t], combined_gradient<float>(t, 1, k, so::Reduction::sum));
+      }
+      flat.step();
+      single.step();
+    }
+  };
+  run(1, 4);
+  mine.register_in(flat, 2, shapes.size());  // the partition moves: state must follow it
+  ref.register_in(single, 2, shapes.size());
+  run(4, 8);
+  for (std::size_t t = 0; t < shapes.size(); ++t) {
+    BOOST_TEST(test::to_host<float>(mine.value[t]) == test::to_host<float>(ref.value[t]), boost::test_tools::per_element());
+    BOOST_TEST(flat.gathered_state<float>("t" + std::to_string(t), "exp_avg_sq") ==
+                   single.local_state<float>("t" + std::to_string(t), "exp_avg_sq"),
+               boost::test_tools::per_element());
+  }
+  BOOST_TEST(flat.step_count("t0") == 7);
+  BOOST_TEST(flat.step_count("t4") == 4);
+}
+
+BOOST_AUTO_TEST_CASE(absent_gradient_skips_a_parameter_of_the_flat_buffer) {
+  Mpi comm = world();
+  so::ShardedOptimizer<so::algo::SGD, layout::FlatPartition, Mpi> opt(comm, {.lr = 0.5, .momentum = 0.5});
+  Kokkos::View<double*> a("a", 5), ga("ga", 5), b("b", 6), gb("gb", 6);
+  opt.add_param("a", a, ga);
+  opt.add_param("b", b, gb);
+  Kokkos::deep_copy(ga, 1.0);
+  Kokkos::deep_copy(gb, 1.0);
+  opt.step();
+  const auto b_state = opt.gathered_state<double>("b", "momentum_buffer");
+  opt.zero_grad();
+  Kokkos::deep_copy(ga, 1.0);
+  opt.mark_grad_present("a");
+  opt.step();
+  BOOST_TEST(test::to_host<double>(b) == std::vector<double>(6, -0.5), boost::test_tools::per_element());
+  BOOST_TEST(test::to_host<double>(a) == std::vector<double>(5, -0.5 - 0.75), boost::test_tools::per_element());
+  BOOST_TEST(opt.gathered_state<double>("b", "momentum_buffer") == b_state, boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
