@@ -50,14 +50,15 @@ double minimize(Comm comm, int steps) {
 
 template <class Comm>
 void run_all_layouts(const Comm& comm, const char* comm_name) {
-  using Layouts = std::tuple<shardopt::layout::Replicated>;
+  using Layouts = std::tuple<shardopt::layout::Replicated, shardopt::layout::DataParallel, shardopt::layout::FlatPartition,
+                             shardopt::layout::ChunkRows, shardopt::layout::ChunkCols>;
   std::apply(
       [&](auto... layout) {
         ((void)[&] {
           using L = decltype(layout);
           const double first = minimize<L, Comm>(comm, 1), last = minimize<L, Comm>(comm, 60);
           if (comm.rank() == 0)
-            std::printf("Lion with %-10s + %-6s: loss %.6f after 1 step, %.6f after 60 steps\n", std::string(L::name).c_str(),
+            std::printf("Lion with %-13s + %-6s: loss %.6f after 1 step, %.6f after 60 steps\n", std::string(L::name).c_str(),
                         comm_name, first, last);
           if (!(last < 0.1 * first)) throw std::runtime_error("Lion did not converge");
         }(), ...);
