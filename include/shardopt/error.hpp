@@ -35,4 +35,12 @@ class CommError : public Error {
   using Error::Error;
 };
 
+/// @brief Reading or writing a checkpoint file failed, or the file is not a valid checkpoint.
+///
+/// Thrown on every rank; the optimizer (and, for save(), the previous checkpoint) is unchanged.
+class IoError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace shardopt

@@ -6,6 +6,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
+#include <filesystem>
+#include <optional>
+#include <random>
+#include <set>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -28,6 +33,8 @@
 #include <shardopt/layout_support.hpp>
 #include <shardopt/options.hpp>
 #include <shardopt/sharded_tensor.hpp>
+#include <shardopt/state_dict.hpp>
+#include <shardopt/detail/safetensors.hpp>
 
 namespace shardopt {
 
@@ -330,6 +337,164 @@ class ShardedOptimizer {
     replan_if_needed();
     if (!params_[i].initialized[k]) return {};
     return gather_param<T>(plan_of<T>(), i, k);
+  }
+
+  // ---- state dicts and checkpoints --------------------------------------------------------------
+
+  /// @brief This rank's optimizer state keyed by parameter names (local: not collective).
+  ///
+  /// Holds the algorithm's name, every param group (options and parameter names) and, for every
+  /// registered parameter, its dtype, global shape, step count and the parts of each existing
+  /// state slot that this rank keeps, at their offsets in the global tensor. Under DataParallel
+  /// and Replicated that is every slot whole; under FlatPartition and Chunk, this rank's share.
+  StateDict state_dict() const {
+    StateDict sd = skeleton();
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      for (std::size_t k = 0; k < num_slots; ++k) {
+        if (!params_[i].initialized[k]) continue;
+        auto& parts = sd.state.at(params_[i].name).slots[std::string(Algo::slot_names[k])];
+        if (params_[i].dtype == Dtype::float32) local_parts<float>(i, k, parts);
+        else local_parts<double>(i, k, parts);
+      }
+    return sd;
+  }
+
+  /// @brief The whole optimizer state on every rank, every slot as one part covering the global
+  /// tensor (collective), like torch's full state dict of a sharded model.
+  StateDict full_state_dict() {
+    detail::LocalError none;
+    agree(detail::Op::gather_state, none);
+    replan_if_needed();
+    StateDict sd = skeleton();
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      for (std::size_t k = 0; k < num_slots; ++k) {
+        if (!params_[i].initialized[k]) continue;
+        StatePart part;
+        if (params_[i].dtype == Dtype::float32) {
+          const auto v = gather_param<float>(plan_f32_, i, k);
+          part.values.assign(v.begin(), v.end());
+        } else {
+          part.values = gather_param<double>(plan_f64_, i, k);
+        }
+        sd.state.at(params_[i].name).slots[std::string(Algo::slot_names[k])].push_back(std::move(part));
+      }
+    return sd;
+  }
+
+  /// @brief Replaces the optimizer state, step counts and param-group options with those of `sd`
+  /// (collective), re-sharding it to this optimizer's layout and world size.
+  ///
+  /// `sd` may come from any layout and world size: from state_dict() on each rank of the run that
+  /// saved it, or from full_state_dict(). The parts passed on all ranks together must cover every
+  /// slot; each rank takes the elements it keeps. Like torch, the options come from `sd`; they must
+  /// keep the same state slots as this optimizer's options (e.g. the same `amsgrad`).
+  /// @throws InvalidArgument listing every problem (unknown or missing parameter names, dtype or
+  ///         shape mismatches, another algorithm, different groups, invalid or non-finite options,
+  ///         parts out of range or not covering a slot), on every rank, with nothing changed.
+  /// @throws CollectiveMismatch if the ranks pass state dicts that disagree (steps, options, slots).
+  void load_state_dict(const StateDict& sd) {
+    detail::LocalError err;
+    Incoming in;
+    try {
+      in = check_incoming(sd, true, "load_state_dict()");
+    } catch (const InvalidArgument& e) {
+      err = {detail::LocalError::invalid_argument, e.what()};
+    }
+    agree(detail::Op::load_state_dict, err, describe_incoming(sd));
+    replan_if_needed();
+    commit_loaded(in, stage_from_dict(sd, in));
+  }
+
+  /// @brief Writes the whole optimizer state to one safetensors file at `path` (collective).
+  ///
+  /// Each state slot is stored as its global tensor `state.<name>.<slot>` (the parameter's dtype),
+  /// each step count as the int64 scalar `state.<name>.step`; the algorithm and the param groups
+  /// (options and names) are in the header's `__metadata__`. Every rank writes the elements it
+  /// keeps directly at their offsets. The write is atomic: a temporary file next to `path` is
+  /// written, flushed and fsynced, then renamed over `path`; a crash at any point leaves the
+  /// previous file intact. Stale temporary files of earlier interrupted saves are removed.
+  /// PyTorch reads the file with `safetensors` (see scripts/torch_interop.py).
+  /// @throws IoError on every rank if any rank fails; `path` is then unchanged.
+  void save(const std::string& path) {
+    detail::LocalError err;
+    if (path.empty()) err = {detail::LocalError::invalid_argument, "save(): the path is empty"};
+    agree(detail::Op::save, err);
+    replan_if_needed();
+    const FileLayout layout = file_layout();
+    std::int64_t token = 0;
+    if (comm_.rank() == 0) token = static_cast<std::int64_t>(std::random_device{}() ^ (std::uint64_t(::getpid()) << 32));
+    comm_.broadcast(std::span<std::int64_t>(&token, 1), 0);
+    const std::string tmp = path + temp_marker + std::to_string(token & 0x7fffffffffffll);
+    const bool root = comm_.rank() == 0;
+    auto cleanup = [&] {
+      if (root) ::unlink(tmp.c_str());
+    };
+    io_phase(detail::Op::save, cleanup, [&] {
+      if (!root) return;
+      remove_stale_temps(path);
+      detail::st::File f(tmp, O_CREAT | O_EXCL | O_WRONLY);
+      const std::string head = detail::st::encode(layout.header);
+      f.write_at(head.data(), head.size(), 0);
+      f.resize(layout.header.data_start + layout.header.data_size);
+      for (std::size_t i = 0; i < params_.size(); ++i)
+        f.write_at(&params_[i].step, 8, layout.header.data_start + layout.header.tensors.at(step_key(i)).begin);
+      checkpoint_hook("header_written");
+      f.close();
+    });
+    io_phase(detail::Op::save, cleanup, [&] {
+      detail::st::File f(tmp, O_WRONLY);
+      for (std::size_t i = 0; i < params_.size(); ++i)
+        for (std::size_t k = 0; k < num_slots; ++k) {
+          if (!params_[i].initialized[k]) continue;
+          const auto& t = layout.header.tensors.at(slot_key(i, k));
+          if (params_[i].dtype == Dtype::float32) write_owned<float>(f, i, k, layout.header.data_start + t.begin);
+          else write_owned<double>(f, i, k, layout.header.data_start + t.begin);
+        }
+      checkpoint_hook("before_fsync");
+      f.sync();
+      f.close();
+    });
+    io_phase(detail::Op::save, cleanup, [&] {
+      if (!root) return;
+      checkpoint_hook("before_rename");
+      if (::rename(tmp.c_str(), path.c_str()) != 0) detail::st::fail_errno(path, "cannot rename " + tmp + " to it");
+      checkpoint_hook("after_rename");
+      detail::st::sync_directory(path);
+    });
+  }
+
+  /// @brief Loads a checkpoint written by save() under any layout and world size (collective).
+  ///
+  /// Every rank validates the header (size limits, offsets inside the file and not overlapping,
+  /// known dtypes, shapes) and the contents against this optimizer as load_state_dict() does, then
+  /// reads only the elements it keeps. Replaces the state, step counts and param-group options.
+  /// @throws IoError for a missing, truncated or corrupt file, InvalidArgument if it does not fit
+  ///         this optimizer (every problem listed); on every rank, with nothing changed.
+  void load(const std::string& path) {
+    detail::LocalError err;
+    std::optional<detail::st::File> file;
+    detail::st::Header header;
+    StateDict sd;
+    Incoming in;
+    const std::string where = "load(" + detail::quote(path) + ")";
+    try {
+      file.emplace(path, O_RDONLY);
+      header = detail::st::read_header(*file, path);
+      sd = dict_from_header(*file, header, path);
+      in = check_incoming(sd, false, where);
+    } catch (const InvalidArgument& e) {
+      err = {detail::LocalError::invalid_argument, e.what()};
+    } catch (const IoError& e) {
+      err = {detail::LocalError::io, e.what()};
+    } catch (const std::exception& e) {
+      err = {detail::LocalError::other, where + ": " + e.what()};
+    }
+    const std::string incoming = describe_incoming(sd);
+    agree(detail::Op::load, err, incoming);
+    replan_if_needed();
+    std::vector<std::vector<double>> staged;
+    io_phase(detail::Op::load, [] {}, [&] { staged = stage_from_file(*file, header); }, incoming);
+    commit_loaded(in, std::move(staged));
   }
 
   /// Bytes of optimizer state this rank holds.
@@ -694,24 +859,7 @@ class ShardedOptimizer {
     for (const auto& r : state_runs_of(plan, i)) {
       std::vector<T> v(static_cast<std::size_t>(r.length));
       if (plan.state[k].size()) copy_to_host(plan.state[k].data() + r.state_offset, v);
-      if (r.packed) {
-        head.insert(head.end(), {r.src, r.length});
-      } else if (prm.shards.empty()) {
-        head.insert(head.end(), {0, r.length});
-      } else {  // a shard: one run per row of its box
-        const auto& m = prm.pieces[r.piece].meta;
-        const std::int64_t row = m.sizes.back();
-        for (std::int64_t at = 0; row > 0 && at < r.length; at += row) {
-          std::int64_t g = 0, rem = at;
-          std::vector<std::int64_t> idx(m.sizes.size());
-          for (int d = static_cast<int>(m.sizes.size()) - 1; d >= 0; --d) {
-            idx[d] = m.offsets[d] + rem % m.sizes[d];
-            rem /= m.sizes[d];
-          }
-          for (std::size_t d = 0; d < idx.size(); ++d) g = g * prm.shape[d] + idx[d];
-          head.insert(head.end(), {g, row});
-        }
-      }
+      for (const auto& [g, at, len] : segments(i, r)) head.insert(head.end(), {g, len});
       values.insert(values.end(), v.begin(), v.end());
     }
     const auto heads = all_gather_varying(head);
@@ -746,6 +894,459 @@ class ShardedOptimizer {
     return out;
   }
 
+  // ---- state dicts and checkpoints (private) ---------------------------------------------------------
+
+  static constexpr const char* temp_marker = ".shardopt-tmp-";
+
+  // What a state dict or file brings, parsed and checked against this optimizer.
+  struct Incoming {
+    std::vector<options_type> options;                 // per group
+    std::vector<std::int64_t> steps;                   // per parameter
+    std::vector<std::array<bool, num_slots>> present;  // per parameter: slots it brings
+  };
+
+  // Where parameter i's elements of a state run sit in the global tensor: (global offset, offset
+  // within the run, length) triples, in the run's order.
+  std::vector<std::array<std::int64_t, 3>> segments(std::size_t i, const StateRun& r) const {
+    const auto& prm = params_[i];
+    if (r.packed) return {{r.src, 0, r.length}};
+    if (prm.shards.empty()) return {{0, 0, r.length}};
+    std::vector<std::array<std::int64_t, 3>> out;  // a shard: one segment per row of its box
+    const auto& m = prm.pieces[r.piece].meta;
+    const std::int64_t row = m.sizes.back();
+    for (std::int64_t at = 0; row > 0 && at < r.length; at += row) {
+      std::int64_t g = 0, rem = at;
+      std::vector<std::int64_t> idx(m.sizes.size());
+      for (int d = static_cast<int>(m.sizes.size()) - 1; d >= 0; --d) {
+        idx[d] = m.offsets[d] + rem % m.sizes[d];
+        rem /= m.sizes[d];
+      }
+      for (std::size_t d = 0; d < idx.size(); ++d) g = g * prm.shape[d] + idx[d];
+      out.push_back({g, at, row});
+    }
+    return out;
+  }
+  // Whether this rank writes run r to a checkpoint: each element is written by exactly one rank.
+  bool writes(std::size_t i, const StateRun& r) const {
+    if (!params_[i].shards.empty()) return true;  // shards tile the tensor: the holder writes
+    if (r.packed && Layout::strategy == Strategy::partitioned) return true;  // the owner
+    return comm_.rank() == 0;                                                // copies: rank 0
+  }
+  std::int64_t numel_of(std::size_t i) const {
+    std::int64_t n = 1;
+    for (auto s : params_[i].shape) n *= s;
+    return n;
+  }
+
+  StateDict skeleton() const {
+    StateDict sd;
+    sd.algorithm = std::string(Algo::name);
+    for (const auto& g : groups_) sd.param_groups.push_back({option_values<Algo>(g.options), g.params_});
+    for (const auto& p : params_) {
+      ParamState ps;
+      ps.dtype = dtype_name(p.dtype);
+      ps.shape = p.shape;
+      ps.step = p.step;
+      sd.state.emplace(p.name, std::move(ps));
+    }
+    return sd;
+  }
+
+  template <class T>
+  void local_parts(std::size_t i, std::size_t k, std::vector<StatePart>& parts) const {
+    const auto& plan = plan_of<T>();
+    for (const auto& r : state_runs_of(plan, i)) {
+      std::vector<T> v(static_cast<std::size_t>(r.length));
+      copy_to_host(plan.state[k].data() + r.state_offset, v);
+      for (const auto& [g, at, len] : segments(i, r)) {
+        if (!parts.empty() && parts.back().offset + static_cast<std::int64_t>(parts.back().values.size()) == g)
+          parts.back().values.insert(parts.back().values.end(), v.begin() + at, v.begin() + at + len);
+        else
+          parts.push_back(StatePart{g, std::vector<double>(v.begin() + at, v.begin() + at + len)});
+      }
+    }
+  }
+
+  // Checks `sd` against this optimizer, listing every problem in one InvalidArgument.
+  Incoming check_incoming(const StateDict& sd, bool check_parts, const std::string& where) const {
+    std::vector<std::string> problems;
+    Incoming in;
+    if (sd.algorithm != Algo::name)
+      problems.push_back("the state is of algorithm " + detail::quote(sd.algorithm) + " but this optimizer is " + std::string(Algo::name));
+    if (sd.param_groups.size() != groups_.size())
+      problems.push_back("the state has " + std::to_string(sd.param_groups.size()) + " param group(s) but this optimizer has " +
+                         std::to_string(groups_.size()));
+    std::unordered_map<std::string, std::size_t> group_of;
+    for (std::size_t g = 0; g < sd.param_groups.size(); ++g) {
+      const auto& sg = sd.param_groups[g];
+      const std::string pg = "param group " + std::to_string(g) + ": ";
+      options_type o = g < groups_.size() ? groups_[g].options : defaults_;
+      std::vector<std::string> seen;
+      for (const auto& [name, value] : sg.options) {
+        seen.push_back(name);
+        if (!std::isfinite(value)) problems.push_back(pg + "option " + name + " is not finite (" + detail::fmt(value) + ")");
+        else if (!set_option<Algo>(o, name, value)) problems.push_back(pg + "unknown option " + detail::quote(name) + " for " + std::string(Algo::name));
+        else if (is_bool_option(name) && value != 0.0 && value != 1.0)
+          problems.push_back(pg + "option " + name + " is a flag but has the value " + detail::fmt(value));
+      }
+      for (const auto& [name, value] : option_values<Algo>(o))
+        if (std::find(seen.begin(), seen.end(), name) == seen.end()) problems.push_back(pg + "option " + name + " is missing");
+      try {
+        Algo::validate(o);
+      } catch (const InvalidArgument& e) {
+        problems.push_back(pg + e.what());
+      }
+      if (g < groups_.size()) {
+        std::string differ;
+        for (std::size_t k = 0; k < num_slots; ++k)
+          if (Algo::slot_used(o, k) != Algo::slot_used(groups_[g].options, k)) {
+            const auto mine = option_values<Algo>(groups_[g].options), theirs = option_values<Algo>(o);
+            for (std::size_t f = 0; f < mine.size(); ++f)
+              if (mine[f].second != theirs[f].second)
+                differ += " " + mine[f].first + "=" + detail::fmt(theirs[f].second) + " (here " + detail::fmt(mine[f].second) + ")";
+            problems.push_back(pg + "the state's options keep different state slots than this optimizer's:" + differ);
+            break;
+          }
+      }
+      in.options.push_back(o);
+      for (const auto& name : sg.params) {
+        if (!group_of.emplace(name, g).second) {
+          problems.push_back("parameter " + detail::quote(name) + " is listed in two param groups (" + std::to_string(group_of[name]) +
+                             " and " + std::to_string(g) + ")");
+          continue;
+        }
+        auto it = index_.find(name);
+        if (it == index_.end()) problems.push_back(pg + "unknown parameter " + detail::quote(name));
+        else if (params_[it->second].group != g)
+          problems.push_back("parameter " + detail::quote(name) + " is in param group " + std::to_string(params_[it->second].group) +
+                             " here but in group " + std::to_string(g) + " in the state");
+      }
+    }
+    for (const auto& p : params_)
+      if (!group_of.count(p.name)) problems.push_back("parameter " + detail::quote(p.name) + " is in no param group of the state");
+    for (const auto& [name, ps] : sd.state)
+      if (!index_.count(name)) problems.push_back("the state has unknown parameter " + detail::quote(name));
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto& p = params_[i];
+      const std::string pp = "parameter " + detail::quote(p.name) + ": ";
+      in.steps.push_back(0);
+      in.present.push_back({});
+      auto it = sd.state.find(p.name);
+      if (it == sd.state.end()) {
+        problems.push_back(pp + "no state for it");
+        continue;
+      }
+      const auto& ps = it->second;
+      const bool described = !(ps.dtype.empty() && ps.slots.empty());  // a file lists dtype and shape with the slots
+      if (described && ps.dtype != dtype_name(p.dtype)) problems.push_back(pp + "the state is " + ps.dtype + " but the parameter is " + dtype_name(p.dtype));
+      if (described && ps.shape != p.shape)
+        problems.push_back(pp + "the state has shape " + detail::fmt_shape(ps.shape) + " but the parameter " + detail::fmt_shape(p.shape));
+      if (ps.step < 0) problems.push_back(pp + "negative step count " + std::to_string(ps.step));
+      in.steps.back() = ps.step;
+      for (const auto& [slot, parts] : ps.slots) {
+        std::size_t k = num_slots;
+        for (std::size_t s = 0; s < num_slots; ++s)
+          if (Algo::slot_names[s] == slot) k = s;
+        if (k == num_slots) {
+          problems.push_back(pp + "unknown state slot " + detail::quote(slot) + " for " + std::string(Algo::name));
+          continue;
+        }
+        in.present.back()[k] = true;
+        if (!check_parts) continue;
+        for (const auto& part : parts)
+          if (part.offset < 0 || part.offset + static_cast<std::int64_t>(part.values.size()) > numel_of(i)) {
+            problems.push_back(pp + "slot " + slot + " has a part at offset " + std::to_string(part.offset) + " of " +
+                               std::to_string(part.values.size()) + " elements, outside the " + std::to_string(numel_of(i)) + " elements");
+            break;
+          }
+      }
+    }
+    if (!problems.empty()) {
+      std::string msg = where + ": the state does not fit this optimizer (" + std::to_string(problems.size()) + " problem(s)):";
+      for (std::size_t i = 0; i < problems.size() && i < 32; ++i) msg += "\n  - " + problems[i];
+      if (problems.size() > 32) msg += "\n  - ...";
+      throw InvalidArgument(msg);
+    }
+    return in;
+  }
+  static bool is_bool_option(std::string_view name) {
+    bool is_bool = false;
+    options_type o{};
+    for_each_option<Algo>(o, [&](std::string_view n, auto& v) {
+      if (n == name) is_bool = std::is_same_v<std::remove_reference_t<decltype(v)>, bool>;
+    });
+    return is_bool;
+  }
+  // Lines compared across ranks: every rank must load the same steps, options and slots.
+  static std::string describe_incoming(const StateDict& sd) {
+    std::string d = "loading algorithm " + sd.algorithm + "\n";
+    for (std::size_t g = 0; g < sd.param_groups.size(); ++g) {
+      d += "loading-group " + std::to_string(g);
+      for (const auto& [n, v] : sd.param_groups[g].options) d += " " + n + "=" + detail::fmt(v);
+      d += "\n";
+    }
+    for (const auto& [name, ps] : sd.state) {
+      d += "loading " + name + " step=" + std::to_string(ps.step) + " slots=";
+      for (const auto& [slot, parts] : ps.slots) d += slot + ",";
+      d += "\n";
+    }
+    return d;
+  }
+
+  // The values of every present slot of every parameter for this rank's state runs, concatenated
+  // in state_runs_of order, from the parts passed on all ranks (collective where some rank lacks
+  // elements it keeps; every rank then sees every part).
+  std::vector<std::vector<double>> stage_from_dict(const StateDict& sd, const Incoming& in) {
+    const std::size_t n = params_.size();
+    std::vector<std::vector<double>> staged(n * num_slots);
+    std::vector<std::int64_t> need(n * num_slots, 0);
+    auto dense = [&](std::size_t i, const std::vector<StatePart>& parts, std::vector<double>& v, std::vector<char>& have) {
+      v.assign(static_cast<std::size_t>(numel_of(i)), 0.0);
+      have.assign(v.size(), 0);
+      for (const auto& part : parts)
+        for (std::size_t e = 0; e < part.values.size(); ++e) {
+          const auto g = static_cast<std::size_t>(part.offset) + e;
+          if (!have[g]) v[g] = part.values[e], have[g] = 1;
+        }
+    };
+    auto take = [&](std::size_t i, std::size_t k, const std::vector<double>& v, const std::vector<char>& have) {
+      auto& out = staged[i * num_slots + k];
+      out.clear();
+      for (const auto& r : runs_of(i))
+        for (const auto& [g, at, len] : segments(i, r))
+          for (std::int64_t e = 0; e < len; ++e) {
+            if (!have[static_cast<std::size_t>(g + e)]) return false;
+            out.push_back(v[static_cast<std::size_t>(g + e)]);
+          }
+      return true;
+    };
+    std::vector<double> v;
+    std::vector<char> have;
+    for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t k = 0; k < num_slots; ++k) {
+        if (!in.present[i][k]) continue;
+        dense(i, sd.state.at(params_[i].name).slots.at(std::string(Algo::slot_names[k])), v, have);
+        need[i * num_slots + k] = take(i, k, v, have) ? 0 : 1;
+      }
+    if (comm_.size() > 1 && !need.empty()) comm_.all_reduce(std::span<std::int64_t>(need), ReduceOp::max);
+    std::string missing;
+    for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t k = 0; k < num_slots; ++k) {
+        if (!need[i * num_slots + k]) continue;
+        // Every rank's parts of this slot, merged in rank order.
+        std::vector<std::int64_t> heads;
+        std::vector<double> values;
+        for (const auto& part : sd.state.at(params_[i].name).slots.at(std::string(Algo::slot_names[k]))) {
+          heads.insert(heads.end(), {part.offset, static_cast<std::int64_t>(part.values.size())});
+          values.insert(values.end(), part.values.begin(), part.values.end());
+        }
+        const auto all_heads = all_gather_varying(heads);
+        const auto all_values = all_gather_varying(values);
+        std::vector<StatePart> parts;
+        for (std::size_t q = 0; q < all_heads.size(); ++q)
+          for (std::size_t h = 0, at = 0; h + 1 < all_heads[q].size(); at += static_cast<std::size_t>(all_heads[q][h + 1]), h += 2)
+            parts.push_back(StatePart{all_heads[q][h], std::vector<double>(all_values[q].begin() + at,
+                                                                           all_values[q].begin() + at + all_heads[q][h + 1])});
+        dense(i, parts, v, have);
+        const auto absent = static_cast<std::size_t>(std::count(have.begin(), have.end(), 0));
+        if (absent > 0)  // the same verdict on every rank: every rank saw every part
+          missing += "\n  - slot " + std::string(Algo::slot_names[k]) + " of " + detail::quote(params_[i].name) + ": " +
+                     std::to_string(absent) + " of " + std::to_string(have.size()) + " elements in no rank's parts";
+        else
+          take(i, k, v, have);
+      }
+    if (!missing.empty())
+      throw InvalidArgument("load_state_dict(): the parts passed on all ranks together do not cover the state:" + missing);
+    return staged;
+  }
+  std::vector<StateRun> runs_of(std::size_t i) const {
+    return params_[i].dtype == Dtype::float32 ? state_runs_of(plan_f32_, i) : state_runs_of(plan_f64_, i);
+  }
+
+  // Replaces state, steps and options; allocates first so that a failure changes nothing.
+  void commit_loaded(const Incoming& in, std::vector<std::vector<double>> staged) {
+    auto s32 = loaded_state<float>(plan_f32_, in, staged);
+    auto s64 = loaded_state<double>(plan_f64_, in, staged);
+    plan_f32_.state = std::move(s32);
+    plan_f64_.state = std::move(s64);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      params_[i].step = in.steps[i];
+      params_[i].initialized = in.present[i];
+    }
+    for (std::size_t g = 0; g < groups_.size(); ++g) groups_[g].options = in.options[g];
+  }
+  template <class T>
+  std::array<Kokkos::View<T*, memory_space>, num_slots> loaded_state(const Plan<T>& plan, const Incoming& in,
+                                                                    const std::vector<std::vector<double>>& staged) const {
+    std::array<Kokkos::View<T*, memory_space>, num_slots> out;
+    for (std::size_t k = 0; k < num_slots; ++k)
+      for (std::size_t i = 0; i < params_.size(); ++i) {
+        if (params_[i].dtype != dtype_of<T>() || !in.present[i][k]) continue;
+        if (out[k].size() == 0 && plan.state_size > 0)
+          out[k] = Kokkos::View<T*, memory_space>("shardopt::state." + std::string(Algo::slot_names[k]), plan.state_size);
+        const auto& src = staged[i * num_slots + k];
+        std::size_t at = 0;
+        for (const auto& r : state_runs_of(plan, i)) {
+          std::vector<T> v(src.begin() + at, src.begin() + at + r.length);
+          copy_from_host(out[k].data() + r.state_offset, v);
+          at += static_cast<std::size_t>(r.length);
+        }
+      }
+    return out;
+  }
+
+  // ---- files
+
+  struct FileLayout {
+    detail::st::Header header;
+  };
+  std::string slot_key(std::size_t i, std::size_t k) const { return "state." + params_[i].name + "." + std::string(Algo::slot_names[k]); }
+  std::string step_key(std::size_t i) const { return "state." + params_[i].name + ".step"; }
+
+  // The file's header, the same on every rank: tensors in registration order, slots, then the step.
+  FileLayout file_layout() const {
+    FileLayout f;
+    std::uint64_t at = 0;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const std::uint64_t bytes = static_cast<std::uint64_t>(numel_of(i)) * (params_[i].dtype == Dtype::float32 ? 4u : 8u);
+      for (std::size_t k = 0; k < num_slots; ++k) {
+        if (!params_[i].initialized[k]) continue;
+        f.header.tensors[slot_key(i, k)] = {params_[i].dtype == Dtype::float32 ? "F32" : "F64", params_[i].shape, at, at + bytes};
+        at += bytes;
+      }
+      f.header.tensors[step_key(i)] = {"I64", {}, at, at + 8};
+      at += 8;
+    }
+    nlohmann::json groups = nlohmann::json::array();
+    for (const auto& g : groups_) {
+      nlohmann::json options = nlohmann::json::object();
+      options_type o = g.options;
+      for_each_option<Algo>(o, [&](std::string_view n, auto v) { options[std::string(n)] = v; });
+      groups.push_back({{"options", options}, {"params", g.params_}});
+    }
+    f.header.metadata = {{"shardopt.format", "1"}, {"shardopt.algorithm", std::string(Algo::name)}, {"shardopt.param_groups", groups.dump()}};
+    f.header.data_start = detail::st::encode(f.header).size();
+    f.header.data_size = at;
+    return f;
+  }
+
+  template <class T>
+  void write_owned(detail::st::File& f, std::size_t i, std::size_t k, std::uint64_t base) const {
+    const auto& plan = plan_of<T>();
+    for (const auto& r : state_runs_of(plan, i)) {
+      if (!writes(i, r)) continue;
+      std::vector<T> v(static_cast<std::size_t>(r.length));
+      copy_to_host(plan.state[k].data() + r.state_offset, v);
+      for (const auto& [g, at, len] : segments(i, r))
+        f.write_at(v.data() + at, static_cast<std::uint64_t>(len) * sizeof(T), base + static_cast<std::uint64_t>(g) * sizeof(T));
+    }
+  }
+
+  // The state a checkpoint holds, without values: algorithm, groups, steps, slots present.
+  static StateDict dict_from_header(const detail::st::File& file, const detail::st::Header& h, const std::string& path) {
+    auto meta = [&](const char* key) {
+      auto it = h.metadata.find(key);
+      if (it == h.metadata.end()) detail::st::fail(path, std::string("not a shardopt checkpoint: __metadata__ has no ") + key);
+      return it->second;
+    };
+    if (meta("shardopt.format") != "1") detail::st::fail(path, "unsupported shardopt.format " + detail::quote(meta("shardopt.format")));
+    StateDict sd;
+    sd.algorithm = meta("shardopt.algorithm");
+    const auto groups = nlohmann::json::parse(meta("shardopt.param_groups"), nullptr, false);
+    if (groups.is_discarded() || !groups.is_array()) detail::st::fail(path, "shardopt.param_groups is not a JSON array");
+    for (const auto& g : groups) {
+      if (!g.is_object() || !g.contains("options") || !g["options"].is_object() || !g.contains("params") || !g["params"].is_array())
+        detail::st::fail(path, "a param group in shardopt.param_groups lacks its options object or params array");
+      ParamGroupState pg;
+      for (const auto& [n, v] : g["options"].items()) {
+        if (!v.is_number() && !v.is_boolean()) detail::st::fail(path, "option " + detail::quote(n) + " is neither a number nor a boolean");
+        pg.options.emplace_back(n, v.is_boolean() ? (v.template get<bool>() ? 1.0 : 0.0) : v.template get<double>());
+      }
+      for (const auto& n : g["params"]) {
+        if (!n.is_string()) detail::st::fail(path, "a parameter name in shardopt.param_groups is not a string");
+        pg.params.push_back(n.template get<std::string>());
+      }
+      sd.param_groups.push_back(std::move(pg));
+    }
+    std::set<std::string> with_step;
+    for (const auto& [key, t] : h.tensors) {
+      const auto dot = key.rfind('.');
+      if (key.rfind("state.", 0) != 0 || dot == std::string::npos || dot <= 6)
+        detail::st::fail(path, "tensor " + detail::quote(key) + " is not named state.<parameter>.<slot or step>");
+      const std::string name = key.substr(6, dot - 6), what = key.substr(dot + 1);
+      auto& ps = sd.state[name];
+      if (what == "step") {
+        if (t.dtype != "I64" || !t.shape.empty()) detail::st::fail(path, "tensor " + detail::quote(key) + " is not an int64 scalar");
+        file.read_at(&ps.step, 8, h.data_start + t.begin);
+        with_step.insert(name);
+        continue;
+      }
+      if (t.dtype != "F32" && t.dtype != "F64") detail::st::fail(path, "tensor " + detail::quote(key) + " has dtype " + t.dtype + ", not F32 or F64");
+      const std::string dtype = t.dtype == "F32" ? "float32" : "float64";
+      if ((!ps.dtype.empty() && ps.dtype != dtype) || (!ps.slots.empty() && ps.shape != t.shape))
+        detail::st::fail(path, "the state slots of " + detail::quote(name) + " differ in dtype or shape");
+      ps.dtype = dtype;
+      ps.shape = t.shape;
+      ps.slots[what];
+    }
+    for (auto& [name, ps] : sd.state)
+      if (!with_step.count(name)) detail::st::fail(path, "tensor state." + name + ".step is missing");
+    return sd;
+  }
+  // Fills in dtype and shape of parameters whose file entry has only a step (no slot yet).
+  std::vector<std::vector<double>> stage_from_file(const detail::st::File& f, const detail::st::Header& h) const {
+    std::vector<std::vector<double>> staged(params_.size() * num_slots);
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      for (std::size_t k = 0; k < num_slots; ++k) {
+        auto it = h.tensors.find(slot_key(i, k));
+        if (it == h.tensors.end()) continue;
+        if (params_[i].dtype == Dtype::float32) read_owned<float>(f, i, h.data_start + it->second.begin, staged[i * num_slots + k]);
+        else read_owned<double>(f, i, h.data_start + it->second.begin, staged[i * num_slots + k]);
+      }
+    return staged;
+  }
+  template <class T>
+  void read_owned(const detail::st::File& f, std::size_t i, std::uint64_t base, std::vector<double>& out) const {
+    std::vector<T> v;
+    for (const auto& r : state_runs_of(plan_of<T>(), i))
+      for (const auto& [g, at, len] : segments(i, r)) {
+        v.resize(static_cast<std::size_t>(len));
+        f.read_at(v.data(), static_cast<std::uint64_t>(len) * sizeof(T), base + static_cast<std::uint64_t>(g) * sizeof(T));
+        out.insert(out.end(), v.begin(), v.end());
+      }
+  }
+
+  // Runs `body` on every rank and agrees on the outcome: any rank's failure is thrown on every rank
+  // after `cleanup` (run on every rank).
+  template <class Cleanup, class Body>
+  void io_phase(detail::Op op, Cleanup&& cleanup, Body&& body, const std::string& extra = {}) {
+    detail::LocalError err;
+    try {
+      body();
+    } catch (const IoError& e) {
+      err = {detail::LocalError::io, e.what()};
+    } catch (const std::exception& e) {
+      err = {detail::LocalError::other, e.what()};
+    }
+    try {
+      agree(op, err, extra);
+    } catch (...) {
+      cleanup();
+      throw;
+    }
+  }
+  static void remove_stale_temps(const std::string& path) {
+    const std::filesystem::path p(path);
+    const std::string prefix = p.filename().string() + temp_marker;
+    std::error_code ec;
+    const auto dir = p.parent_path().empty() ? std::filesystem::path(".") : p.parent_path();
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+      if (e.path().filename().string().rfind(prefix, 0) == 0) std::filesystem::remove(e.path(), ec);
+  }
+  static void checkpoint_hook(const char* point) {
+    if (detail::checkpoint_test_hook) detail::checkpoint_test_hook(point);
+  }
+
   // ---- agreement ------------------------------------------------------------------------------------
 
   // Registration (cached), options and gradient presence, one line each.
@@ -777,8 +1378,10 @@ class ShardedOptimizer {
     for (std::size_t i = 0; i < params_.size(); ++i) presence[i] = params_[i].grad_present ? '1' : '0';
     return detail::fnv1a(presence, h);
   }
-  void agree(detail::Op op, const detail::LocalError& err) {
-    control_bytes_ += detail::agree(comm_, op, digest(), err, [this] { return describe(); });
+  // `extra`: further lines every rank must agree on (what load_state_dict() or load() brings).
+  void agree(detail::Op op, const detail::LocalError& err, const std::string& extra = {}) {
+    const std::uint64_t d = extra.empty() ? digest() : detail::fnv1a(extra, digest());
+    control_bytes_ += detail::agree(comm_, op, d, err, [this, &extra] { return describe() + extra; });
   }
 
   Comm comm_;

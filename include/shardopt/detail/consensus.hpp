@@ -17,20 +17,23 @@
 
 namespace shardopt::detail {
 
-enum class Op : std::int64_t { step = 1, check_consistency = 2, gather_state = 3 };
+enum class Op : std::int64_t { step = 1, check_consistency = 2, gather_state = 3, load_state_dict = 4, save = 5, load = 6 };
 
 inline const char* op_name(std::int64_t op) {
   switch (op) {
     case 1: return "step()";
     case 2: return "check_consistency()";
-    case 3: return "gathered_state()";
+    case 3: return "gathered_state() or full_state_dict()";
+    case 4: return "load_state_dict()";
+    case 5: return "save()";
+    case 6: return "load()";
   }
   return "an unknown operation";
 }
 
 // An error found on this rank before a collective operation.
 struct LocalError {
-  enum Kind : std::int64_t { none = 0, invalid_argument = 1, mismatch = 2, other = 3 } kind = none;
+  enum Kind : std::int64_t { none = 0, invalid_argument = 1, mismatch = 2, other = 3, io = 4 } kind = none;
   std::string message;
   explicit operator bool() const { return kind != none; }
 };
@@ -38,6 +41,7 @@ struct LocalError {
 [[noreturn]] inline void raise(LocalError::Kind kind, const std::string& message) {
   if (kind == LocalError::invalid_argument) throw InvalidArgument(message);
   if (kind == LocalError::mismatch) throw CollectiveMismatch(message);
+  if (kind == LocalError::io) throw IoError(message);
   throw Error(message);
 }
 

@@ -1,0 +1,436 @@
+// State dicts and checkpoints, run at world sizes 1 to 4: state keyed by names, loaded under any
+// layout and world size (sub-communicators of every size stand in for other runs), validation that
+// lists every problem and changes nothing, resuming bitwise, save -> load -> save byte-identical.
+#include <boost/test/unit_test.hpp>
+
+#include "support.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+namespace so = shardopt;
+using so::comm::Mpi;
+namespace layout = so::layout;
+
+namespace {
+
+using Layouts = std::tuple<layout::Replicated, layout::DataParallel, layout::FlatPartition, layout::ChunkRows, layout::ChunkCols>;
+
+// A communicator of the first `size` ranks of the world (MPI_COMM_NULL elsewhere).
+struct SubComm {
+  MPI_Comm c = MPI_COMM_NULL;
+  explicit SubComm(int size) {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_split(MPI_COMM_WORLD, rank < size ? 0 : MPI_UNDEFINED, rank, &c);
+  }
+  ~SubComm() {
+    if (c != MPI_COMM_NULL) MPI_Comm_free(&c);
+  }
+  bool member() const { return c != MPI_COMM_NULL; }
+};
+
+int world_size() {
+  int p = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &p);
+  return p;
+}
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+
+// A directory every rank sees, removed at the end.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    std::string name(64, '\0');
+    if (world_rank() == 0) {
+      char tmpl[] = "/tmp/shardopt-ckpt-XXXXXX";
+      name = mkdtemp(tmpl);
+      name.resize(64, '\0');
+    }
+    MPI_Bcast(name.data(), 64, MPI_CHAR, 0, MPI_COMM_WORLD);
+    path = name.c_str();
+  }
+  ~TempDir() {
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (world_rank() == 0) std::filesystem::remove_all(path);
+  }
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A model of whole tensors in float and double and one row-sharded tensor, with per-rank gradients.
+template <class Layout, class Algo = so::algo::Adam>
+struct Model {
+  using Opt = so::ShardedOptimizer<Algo, Layout, Mpi>;
+  Mpi comm;
+  Kokkos::View<float**> a{"a", 7, 3}, ga{"ga", 7, 3};
+  Kokkos::View<double*> b{"b", 5}, gb{"gb", 5};
+  Kokkos::View<float***> c{"c", 2, 3, 2}, gc{"gc", 2, 3, 2};
+  so::ShardedTensor<float> e;
+  std::unique_ptr<Opt> opt;
+
+  explicit Model(MPI_Comm mc, typename Algo::Options options = {.lr = 0.05, .weight_decay = 0.1, .amsgrad = true})
+      : comm(mc), e(so::ShardedTensor<float>::chunk(comm, {6, 4}, 0)) {
+    test::from_host(a, initial<float>(0, a.size()));
+    test::from_host(b, initial<double>(1, b.size()));
+    test::from_host(c, initial<float>(2, c.size()));
+    for (auto& s : e.local_shards()) test::from_host(s.value, initial<float>(3, s.value.size(), s.metadata.offsets[0] * 4));
+    opt = std::make_unique<Opt>(comm, options);
+    opt->add_param("a", a, ga);
+    opt->add_param("b", b, gb);
+    int g = opt->add_param_group([](auto& o) { o.lr = 0.02; });
+    opt->add_param("c", c, gc, g);
+    opt->add_param("emb", e, g);
+  }
+  template <class T>
+  static std::vector<T> initial(int t, std::size_t n, std::int64_t offset = 0) {
+    std::vector<T> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = T(test::initial_value(t, offset + static_cast<std::int64_t>(i)));
+    return v;
+  }
+  // Step k: whole tensors get per-rank gradients; the sharded tensor its global gradient.
+  void step(int k) {
+    const int r = comm.rank();
+    test::from_host(ga, grads<float>(0 + 7 * r, ga.size(), k));
+    test::from_host(gb, grads<double>(1 + 7 * r, gb.size(), k));
+    test::from_host(gc, grads<float>(2 + 7 * r, gc.size(), k));
+    for (auto& s : e.local_shards()) test::from_host(s.grad, grads<float>(3, s.grad.size(), k, s.metadata.offsets[0] * 4));
+    opt->step();
+  }
+  // The parameters travel separately from the optimizer state, as in any training code.
+  template <class Other>
+  void copy_params_from(const Other& o) {
+    Kokkos::deep_copy(a, o.a);
+    Kokkos::deep_copy(b, o.b);
+    Kokkos::deep_copy(c, o.c);
+    for (std::size_t i = 0; i < e.local_shards().size(); ++i) Kokkos::deep_copy(e.local_shards()[i].value, o.e.local_shards()[i].value);
+  }
+  template <class T>
+  static std::vector<T> grads(int t, std::size_t n, int k, std::int64_t offset = 0) {
+    std::vector<T> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = T(test::gradient_value(t, offset + static_cast<std::int64_t>(i), k));
+    return v;
+  }
+};
+
+// Bitwise equality of two complete state dicts (values compared as bits of double).
+void check_same(const so::StateDict& x, const so::StateDict& y, const std::string& what) {
+  BOOST_TEST_CONTEXT(what) {
+    BOOST_TEST(x.algorithm == y.algorithm);
+    BOOST_REQUIRE(x.param_groups.size() == y.param_groups.size());
+    for (std::size_t g = 0; g < x.param_groups.size(); ++g) {
+      BOOST_TEST(x.param_groups[g].params == y.param_groups[g].params, boost::test_tools::per_element());
+      BOOST_TEST((x.param_groups[g].options == y.param_groups[g].options));
+    }
+    BOOST_REQUIRE(x.state.size() == y.state.size());
+    for (const auto& [name, ps] : x.state) {
+      const auto& qs = y.state.at(name);
+      BOOST_TEST(ps.step == qs.step, name);
+      BOOST_TEST(ps.shape == qs.shape, boost::test_tools::per_element());
+      BOOST_REQUIRE_MESSAGE(ps.slots.size() == qs.slots.size(), name);
+      for (const auto& [slot, parts] : ps.slots) {
+        const auto& other = qs.slots.at(slot);
+        BOOST_REQUIRE(parts.size() == 1 && other.size() == 1);
+        BOOST_REQUIRE(parts[0].values.size() == other[0].values.size());
+        bool same = true;
+        for (std::size_t i = 0; i < parts[0].values.size(); ++i)
+          same = same && std::memcmp(&parts[0].values[i], &other[0].values[i], sizeof(double)) == 0;
+        BOOST_TEST(same, name << "." << slot << " differs");
+      }
+    }
+  }
+}
+
+template <class F>
+void for_each_layout(F&& f) {
+  std::apply([&](auto... l) { (f(l), ...); }, Layouts{});
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(checkpoint)
+
+BOOST_AUTO_TEST_CASE(state_dict_is_keyed_by_names_and_holds_this_ranks_part) {
+  Model<layout::FlatPartition> m(MPI_COMM_WORLD);
+  for (int k = 1; k <= 3; ++k) m.step(k);
+  const auto sd = m.opt->state_dict();
+  BOOST_TEST(sd.algorithm == "Adam");
+  BOOST_TEST(sd.param_groups.size() == 2u);
+  BOOST_TEST(sd.param_groups[1].params == (std::vector<std::string>{"c", "emb"}), boost::test_tools::per_element());
+  BOOST_TEST(sd.state.at("a").step == 3);
+  BOOST_TEST(sd.state.at("a").dtype == "float32");
+  BOOST_TEST(sd.state.at("b").dtype == "float64");
+  BOOST_TEST(sd.state.at("a").shape == (std::vector<std::int64_t>{7, 3}), boost::test_tools::per_element());
+  BOOST_TEST(sd.state.at("a").slots.size() == 3u);  // amsgrad: exp_avg, exp_avg_sq, max_exp_avg_sq
+  // This rank's part of the flat buffer only; the full dict holds all of it.
+  std::size_t held = 0;
+  for (const auto& part : sd.state.at("a").slots.at("exp_avg")) held += part.values.size();
+  BOOST_TEST(held <= 21u);
+  BOOST_TEST(sd.complete() == (world_size() == 1));
+  const auto full = m.opt->full_state_dict();
+  BOOST_TEST(full.complete());
+  // Rank r's part sits at its global offsets: compare with the full dict.
+  for (const auto& [name, ps] : sd.state)
+    for (const auto& [slot, parts] : ps.slots)
+      for (const auto& part : parts)
+        for (std::size_t i = 0; i < part.values.size(); ++i)
+          BOOST_TEST(part.values[i] == full.state.at(name).slots.at(slot)[0].values[part.offset + i]);
+}
+
+// Every layout's state_dict() (parts on each rank) loads into every other layout at the same size,
+// and the full state dict of rank 0 alone loads too (the others pass no parts).
+BOOST_AUTO_TEST_CASE(load_state_dict_reshards_between_layouts) {
+  for_each_layout([](auto from) {
+    using From = decltype(from);
+    Model<From> src(MPI_COMM_WORLD);
+    for (int k = 1; k <= 3; ++k) src.step(k);
+    const auto reference = src.opt->full_state_dict();
+    const auto mine = src.opt->state_dict();
+    Model<From> snapshot(MPI_COMM_WORLD);  // the parameters at step 3
+    snapshot.copy_params_from(src);
+    auto only_rank0 = reference;
+    if (src.comm.rank() != 0)
+      for (auto& [name, ps] : only_rank0.state)
+        for (auto& [slot, parts] : ps.slots) parts.clear();
+    for_each_layout([&](auto to) {
+      using To = decltype(to);
+      const std::string what = std::string(From::name) + " -> " + std::string(To::name);
+      // Under Replicated each rank steps its whole tensors with its own gradient, so at P > 1 the
+      // ranks' copies differ: the full dict (and a file) hold rank 0's, each rank's dict its own.
+      const bool coherent = src.comm.size() == 1 || (!std::is_same_v<From, layout::Replicated> && !std::is_same_v<To, layout::Replicated>);
+      Model<To> dst(MPI_COMM_WORLD);
+      dst.opt->load_state_dict(mine);
+      if (coherent || !std::is_same_v<From, layout::Replicated>) check_same(reference, dst.opt->full_state_dict(), what + " (parts)");
+      Model<To> dst0(MPI_COMM_WORLD);
+      dst0.opt->load_state_dict(only_rank0);
+      check_same(reference, dst0.opt->full_state_dict(), what + " (rank 0's full dict)");
+      // Loaded state steps on like the source.
+      dst.copy_params_from(src);
+      src.step(4);
+      dst.step(4);
+      if (coherent) check_same(src.opt->full_state_dict(), dst.opt->full_state_dict(), what + " (one more step)");
+      src.opt->load_state_dict(reference);  // back to step 3 for the next target
+      src.copy_params_from(snapshot);
+    });
+  });
+}
+
+// The re-sharding matrix through files: saved by s ranks under one layout, loaded by s' ranks under
+// another, for every s, s' up to the world size.
+BOOST_AUTO_TEST_CASE(files_reshard_across_world_sizes_and_layouts) {
+  TempDir dir;
+  const int w = world_size();
+  int count = 0;
+  for (int s = 1; s <= w; ++s) {
+    SubComm sc(s);
+    int li = 0;
+    for_each_layout([&](auto from) {
+      const std::string path = dir.path + "/s" + std::to_string(s) + "_" + std::to_string(li++) + ".safetensors";
+      if (!sc.member()) return;
+      Model<decltype(from)> m(sc.c);
+      for (int k = 1; k <= 2; ++k) m.step(k);
+      m.opt->save(path);
+    });
+  }
+  // Gradients differ per rank, so each file has its own state: its reference is what one loader
+  // (the world, Replicated) reads; file_holds_the_writers_state checks that against the writer.
+  for (int s = 1; s <= w; ++s) {
+    int li = 0;
+    for_each_layout([&](auto from) {
+      const std::string path = dir.path + "/s" + std::to_string(s) + "_" + std::to_string(li++) + ".safetensors";
+      so::StateDict ref;
+      {
+        // Any loader gives the reference; use the world with Replicated.
+        Model<layout::Replicated> r(MPI_COMM_WORLD);
+        r.opt->load(path);
+        ref = r.opt->full_state_dict();
+      }
+      for (int s2 = 1; s2 <= w; ++s2) {
+        SubComm sc(s2);
+        if (!sc.member()) continue;
+        for_each_layout([&](auto to) {
+          Model<decltype(to)> m(sc.c);
+          m.opt->load(path);
+          check_same(ref, m.opt->full_state_dict(),
+                     "saved by " + std::to_string(s) + " ranks with " + std::string(decltype(from)::name) + ", loaded by " +
+                         std::to_string(s2) + " with " + std::string(decltype(to)::name));
+          ++count;
+        });
+      }
+    });
+  }
+  BOOST_TEST_MESSAGE("re-sharding matrix: " << count << " loads on rank " << world_rank());
+}
+
+// The state a file holds equals the state of the run that wrote it, whatever the layout.
+BOOST_AUTO_TEST_CASE(file_holds_the_writers_state) {
+  TempDir dir;
+  for_each_layout([&](auto l) {
+    Model<decltype(l)> m(MPI_COMM_WORLD);
+    for (int k = 1; k <= 2; ++k) m.step(k);
+    m.opt->save(dir.path + "/x.safetensors");
+    Model<layout::FlatPartition> r(MPI_COMM_WORLD);
+    r.opt->load(dir.path + "/x.safetensors");
+    check_same(m.opt->full_state_dict(), r.opt->full_state_dict(), std::string(decltype(l)::name));
+  });
+}
+
+// N + M steps straight equal N steps, save, a fresh optimizer (another layout) loads, M steps; and
+// save -> load -> save writes the same bytes.
+BOOST_AUTO_TEST_CASE(resume_is_bitwise_and_save_is_reproducible) {
+  TempDir dir;
+  Model<layout::ChunkRows> straight(MPI_COMM_WORLD);
+  Model<layout::ChunkRows> first(MPI_COMM_WORLD);
+  for (int k = 1; k <= 6; ++k) straight.step(k);
+  for (int k = 1; k <= 3; ++k) first.step(k);
+  first.opt->save(dir.path + "/n.safetensors");
+  Model<layout::FlatPartition> second(MPI_COMM_WORLD);
+  second.copy_params_from(first);
+  second.opt->load(dir.path + "/n.safetensors");
+  BOOST_TEST(second.opt->step_count("a") == 3);
+  BOOST_TEST(second.opt->param_groups()[1].options.lr == 0.02);
+  for (int k = 4; k <= 6; ++k) second.step(k);
+  check_same(straight.opt->full_state_dict(), second.opt->full_state_dict(), "resumed state");
+  BOOST_TEST((test::to_host<float>(straight.a) == test::to_host<float>(second.a)));
+  BOOST_TEST((test::to_host<double>(straight.b) == test::to_host<double>(second.b)));
+  BOOST_TEST((test::to_host<float>(straight.c) == test::to_host<float>(second.c)));
+
+  second.opt->save(dir.path + "/1.safetensors");
+  Model<layout::DataParallel> third(MPI_COMM_WORLD);
+  third.opt->load(dir.path + "/1.safetensors");
+  third.opt->save(dir.path + "/2.safetensors");
+  MPI_Barrier(MPI_COMM_WORLD);
+  const auto one = read_file(dir.path + "/1.safetensors"), two = read_file(dir.path + "/2.safetensors");
+  BOOST_TEST(one.size() > 0u);
+  BOOST_TEST((one == two), "save -> load -> save changed the file");
+  // No temporary files are left.
+  std::size_t files = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir.path)) ++files;
+  BOOST_TEST(files == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(parameters_without_state_and_added_groups) {
+  TempDir dir;
+  Model<layout::FlatPartition> m(MPI_COMM_WORLD);
+  m.step(1);
+  // A group and a parameter added after steps: empty state until its first step.
+  Kokkos::View<float*> z("z", 9), gz("gz", 9);
+  const int g = m.opt->add_param_group({.lr = 0.5, .beta1 = 0.8});
+  m.opt->add_param("z", z, gz, g);
+  // A name in two groups is an error (a name is registered once).
+  BOOST_CHECK_EXCEPTION(m.opt->add_param("z", z, gz, 0), so::InvalidArgument,
+                        [](const so::InvalidArgument& e) { return std::string(e.what()).find("already registered") != std::string::npos; });
+  auto sd = m.opt->state_dict();
+  BOOST_TEST(sd.param_groups.size() == 3u);
+  BOOST_TEST(sd.state.at("z").step == 0);
+  BOOST_TEST(sd.state.at("z").slots.empty());
+  m.opt->save(dir.path + "/z.safetensors");
+  m.opt->mark_grad_present();
+  m.step(2);
+  BOOST_TEST(m.opt->step_count("z") == 1);
+  BOOST_TEST(m.opt->step_count("a") == 2);
+  // Back to the saved point: z has no state again, and steps like a fresh parameter.
+  m.opt->load(dir.path + "/z.safetensors");
+  BOOST_TEST(m.opt->step_count("z") == 0);
+  BOOST_TEST(m.opt->full_state_dict().state.at("z").slots.empty());
+  BOOST_TEST(m.opt->param_groups()[2].options.lr == 0.5);
+  BOOST_TEST(m.opt->param_groups()[2].options.beta1 == 0.8);
+}
+
+// Every problem is listed, on every rank, and nothing changes.
+BOOST_AUTO_TEST_CASE(load_state_dict_rejects_what_does_not_fit) {
+  Model<layout::FlatPartition> m(MPI_COMM_WORLD);
+  for (int k = 1; k <= 2; ++k) m.step(k);
+  const auto before = m.opt->full_state_dict();
+  auto expect_error = [&](const so::StateDict& sd, std::vector<std::string> phrases) {
+    bool thrown = false;
+    try {
+      m.opt->load_state_dict(sd);
+    } catch (const so::InvalidArgument& e) {
+      thrown = true;
+      for (const auto& p : phrases) BOOST_TEST(std::string(e.what()).find(p) != std::string::npos, "'" << p << "' not in: " << e.what());
+    }
+    BOOST_TEST(thrown);
+    check_same(before, m.opt->full_state_dict(), "unchanged");
+    BOOST_TEST(m.opt->param_groups()[0].options.lr == 0.05);
+  };
+  auto sd = before;
+  sd.algorithm = "SGD";
+  sd.state["ghost"] = sd.state.at("a");
+  sd.state.erase("b");
+  sd.state.at("c").shape = {2, 3, 3};
+  sd.state.at("a").dtype = "float64";
+  expect_error(sd, {"algorithm 'SGD'", "unknown parameter 'ghost'", "'b': no state", "shape [2, 3, 3]", "'a': the state is float64", "5 problem(s)"});
+
+  sd = before;
+  sd.param_groups[0].options[0].second = std::nan("");  // lr
+  sd.param_groups[1].options[0].second = -1;
+  expect_error(sd, {"param group 0: option lr is not finite", "param group 1: Invalid learning rate: -1"});
+
+  sd = before;
+  for (auto& [n, v] : sd.param_groups[0].options)
+    if (n == "amsgrad") v = 0;
+  expect_error(sd, {"param group 0: the state's options keep different state slots", "amsgrad=0 (here 1)"});
+
+  sd = before;
+  sd.param_groups[1].params.push_back("a");
+  expect_error(sd, {"'a' is listed in two param groups"});
+
+  sd = before;
+  sd.state.at("a").slots.at("exp_avg")[0].offset = 5;
+  sd.state.at("a").slots["bogus"] = {};
+  expect_error(sd, {"slot exp_avg has a part at offset 5", "unknown state slot 'bogus'"});
+
+  sd = before;
+  sd.state.at("a").slots.at("exp_avg")[0].values.resize(10);  // elements 10..20 nowhere
+  expect_error(sd, {"do not cover", "slot exp_avg of 'a': 11 of 21 elements"});
+}
+
+BOOST_AUTO_TEST_CASE(ranks_loading_different_state_fail_together) {
+  if (world_size() < 2) return;
+  Model<layout::DataParallel> m(MPI_COMM_WORLD);
+  m.step(1);
+  const auto before = m.opt->full_state_dict();
+  auto sd = before;
+  if (m.comm.rank() == 1) sd.state.at("b").step = 7;
+  BOOST_CHECK_THROW(m.opt->load_state_dict(sd), so::CollectiveMismatch);
+  check_same(before, m.opt->full_state_dict(), "unchanged");
+}
+
+BOOST_AUTO_TEST_CASE(load_rejects_a_checkpoint_that_does_not_fit) {
+  TempDir dir;
+  Model<layout::DataParallel, so::algo::AdamW> adamw(MPI_COMM_WORLD, {.lr = 0.05});
+  adamw.step(1);
+  adamw.opt->save(dir.path + "/adamw.safetensors");
+  Model<layout::FlatPartition> m(MPI_COMM_WORLD);
+  m.step(1);
+  const auto before = m.opt->full_state_dict();
+  BOOST_CHECK_EXCEPTION(m.opt->load(dir.path + "/adamw.safetensors"), so::InvalidArgument, [](const so::InvalidArgument& e) {
+    return std::string(e.what()).find("algorithm 'AdamW'") != std::string::npos &&
+           std::string(e.what()).find("keep different state slots") != std::string::npos;
+  });
+  BOOST_CHECK_EXCEPTION(m.opt->load(dir.path + "/missing.safetensors"), so::IoError,
+                        [](const so::IoError& e) { return std::string(e.what()).find("cannot open") != std::string::npos; });
+  check_same(before, m.opt->full_state_dict(), "unchanged");
+  // A failed save leaves nothing behind and changes nothing.
+  BOOST_CHECK_THROW(m.opt->save(dir.path + "/no/such/dir/x.safetensors"), so::IoError);
+  BOOST_CHECK_THROW(m.opt->save(""), so::InvalidArgument);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
