@@ -8,7 +8,7 @@ set(SHARDOPT_TEST_TIMEOUT 300 CACHE STRING "Timeout in seconds of each ctest tes
 # Flags for the project's own executables (never put on the interface target).
 function(shardopt_target_defaults target)
   target_compile_options(${target} PRIVATE
-    $<$<CXX_COMPILER_ID:GNU,Clang,AppleClang,IntelLLVM>:-Wall -Wextra -fno-math-errno>)
+    $<$<CXX_COMPILER_ID:GNU,Clang,AppleClang,IntelLLVM>:-Wall -Wextra -fno-math-errno -ffp-contract=off>)
   # GCC 12/13 at -O3 report bogus -Wrestrict for `"literal" + std::string`
   # inside libstdc++ (GCC bug 105329).
   target_compile_options(${target} PRIVATE

@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 
 #include <shardopt/concepts.hpp>
 #include <shardopt/detail/format.hpp>
@@ -18,6 +19,20 @@
 #include <shardopt/options.hpp>
 
 namespace shardopt {
+
+/// @brief Calls `f` with one `std::bool_constant` per runtime flag (2^n instantiations), so that
+/// code inside `f` sees the flags as compile-time constants: an algorithm's `with_fixed_flags`
+/// uses it to take its option branches out of the fused loop, which then vectorizes.
+template <class F>
+KOKKOS_FORCEINLINE_FUNCTION void with_constant_flags(F&& f) {
+  f();
+}
+/// @brief See with_constant_flags(F&&).
+template <class F, class... B>
+KOKKOS_FORCEINLINE_FUNCTION void with_constant_flags(F&& f, bool first, B... rest) {
+  if (first) with_constant_flags([&](auto... c) { f(std::true_type{}, c...); }, rest...);
+  else with_constant_flags([&](auto... c) { f(std::false_type{}, c...); }, rest...);
+}
 
 /// @brief Device-safe math for algorithm updates (Kokkos' functions, on every backend).
 namespace math {

@@ -37,9 +37,10 @@ enum class ReduceOp { sum, min, max };
 /// @tparam N the number of state slots of the algorithm.
 template <class T, std::size_t N>
 struct StateSlots {
-  T* ptr[N > 0 ? N : 1];  ///< ptr[k] points at this element's value in slot k (null if unused).
-  /// The element's value in slot `k`.
-  constexpr T& operator[](std::size_t k) const { return *ptr[k]; }
+  T* base[N > 0 ? N : 1];  ///< base[k]: the first element of the run in slot k (null if the slot is unused).
+  std::size_t index;       ///< this element's index within the run
+  /// The element's value in slot `k` (only for slots the options use).
+  constexpr T& operator[](std::size_t k) const { return base[k][index]; }
 };
 
 namespace detail {

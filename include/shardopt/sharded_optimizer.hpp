@@ -819,7 +819,7 @@ class ShardedOptimizer {
       for (std::size_t k = 0; k < num_slots; ++k) s.slot[k] = plan.state[k].size() ? plan.state[k].data() + r.state_offset : nullptr;
       segs.push_back(s);
     }
-    detail::fused_update<Algo, T, num_slots>(exec_, segs);
+    detail::fused_update<Algo, T, num_slots>(exec_, segs, workspace_);
     if (has_packed && Layout::strategy == Strategy::partitioned) {
       comm_.all_gather(std::span<const T>(buf + me * part, part), std::span<T>(buf, part * p));
       detail::copy_runs(exec_, plan.unpack);
@@ -1396,6 +1396,7 @@ class ShardedOptimizer {
   bool plans_valid_ = false;
   Plan<float> plan_f32_;
   Plan<double> plan_f64_;
+  detail::FusedWorkspace<memory_space> workspace_;
 };
 
 }  // namespace shardopt

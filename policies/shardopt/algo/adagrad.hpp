@@ -63,18 +63,31 @@ struct Adagrad {
     T neg_clr;  ///< minus the decayed learning rate lr / (1 + (step - 1) lr_decay)
     T eps;  ///< added to the square root of the sum
     bool maximize;  ///< ascend instead of descend
+    bool has_weight_decay;  ///< weight_decay != 0
   };
+  /// @brief Scalars whose flags are compile-time constants (see with_fixed_flags()).
+  template <class T, bool Maximize, bool Decay>
+  struct FixedScalars : Scalars<T> {
+    static constexpr bool maximize = Maximize;       ///< fixed maximize
+    static constexpr bool has_weight_decay = Decay;  ///< fixed has_weight_decay
+  };
+  /// Calls `body(fixed)` with `s` as FixedScalars: the fused loop is compiled once per combination.
+  template <class T, class Body>
+  KOKKOS_INLINE_FUNCTION static void with_fixed_flags(const Scalars<T>& s, Body&& body) {
+    with_constant_flags([&](auto m, auto w) { body(FixedScalars<T, decltype(m)::value, decltype(w)::value>{s}); }, s.maximize,
+                        s.has_weight_decay);
+  }
   /// Scalars of step `step` (1 for the first step).
   template <class T>
   static Scalars<T> prepare(const Options& o, std::int64_t step) {
     const double clr = o.lr / (1.0 + static_cast<double>(step - 1) * o.lr_decay);
-    return {T(o.weight_decay), T(-clr), T(o.eps), o.maximize};
+    return {T(o.weight_decay), T(-clr), T(o.eps), o.maximize, o.weight_decay != 0.0};
   }
   /// The update of one element.
-  template <class T>
-  KOKKOS_INLINE_FUNCTION static void update(const Scalars<T>& s, T& p, T g, StateSlots<T, 1> st) {
+  template <class T, class S = Scalars<T>>
+  KOKKOS_INLINE_FUNCTION static void update(const S& s, T& p, T g, StateSlots<T, 1> st) {
     if (s.maximize) g = -g;
-    if (s.weight_decay != T(0)) g = g + s.weight_decay * p;
+    if (s.has_weight_decay) g = g + s.weight_decay * p;
     T& sum = st[0];
     sum = sum + g * g;
     const T std_ = math::sqrt(sum) + s.eps;

@@ -73,20 +73,35 @@ struct Adam {
     bool amsgrad;  ///< keep the maximum of exp_avg_sq
     bool maximize;  ///< ascend instead of descend
     bool decoupled;  ///< AdamW: decay the parameter instead of adding to the gradient
+    bool has_weight_decay;  ///< weight_decay != 0
   };
+  /// @brief Scalars whose flags are compile-time constants (see with_fixed_flags()).
+  template <class T, bool Amsgrad, bool Maximize, bool Decoupled, bool Decay>
+  struct FixedScalars : Scalars<T> {
+    static constexpr bool amsgrad = Amsgrad;         ///< fixed amsgrad
+    static constexpr bool maximize = Maximize;       ///< fixed maximize
+    static constexpr bool decoupled = Decoupled;     ///< fixed decoupled
+    static constexpr bool has_weight_decay = Decay;  ///< fixed has_weight_decay
+  };
+  /// Calls `body(fixed)` with `s` as FixedScalars: the fused loop is compiled once per combination.
+  template <class T, class Body>
+  KOKKOS_INLINE_FUNCTION static void with_fixed_flags(const Scalars<T>& s, Body&& body) {
+    with_constant_flags([&](auto a, auto m, auto d, auto w) { body(FixedScalars<T, decltype(a)::value, decltype(m)::value, decltype(d)::value, decltype(w)::value>{s}); },
+                        s.amsgrad, s.maximize, s.decoupled, s.has_weight_decay);
+  }
   /// Scalars of step `step` (1 for the first step) under options `o`; `decoupled` selects AdamW.
   template <class T>
   static Scalars<T> prepare(const Options& o, std::int64_t step, bool decoupled = false) {
     const double t = static_cast<double>(step);
     const double bc1 = 1.0 - std::pow(o.beta1, t), bc2 = 1.0 - std::pow(o.beta2, t);
     return {T(o.weight_decay), T(1.0 - o.beta1), T(o.beta2), T(1.0 - o.beta2), T(std::pow(bc2, 0.5)), T(o.eps),
-            T(-(o.lr / bc1)), T(1.0 - o.lr * o.weight_decay), o.amsgrad, o.maximize, decoupled};
+            T(-(o.lr / bc1)), T(1.0 - o.lr * o.weight_decay), o.amsgrad, o.maximize, decoupled, o.weight_decay != 0.0};
   }
   /// The update of one element.
-  template <class T>
-  KOKKOS_INLINE_FUNCTION static void update(const Scalars<T>& s, T& p, T g, StateSlots<T, 3> st) {
+  template <class T, class S = Scalars<T>>
+  KOKKOS_INLINE_FUNCTION static void update(const S& s, T& p, T g, StateSlots<T, 3> st) {
     if (s.maximize) g = -g;
-    if (s.weight_decay != T(0)) {
+    if (s.has_weight_decay) {
       if (s.decoupled) p = p * s.decay;
       else g = g + s.weight_decay * p;
     }

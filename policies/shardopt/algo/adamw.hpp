@@ -47,9 +47,14 @@ struct AdamW {
     return Adam::prepare<T>(as_adam(o), step, /*decoupled=*/true);
   }
   /// The update of one element.
-  template <class T>
-  KOKKOS_INLINE_FUNCTION static void update(const Scalars<T>& s, T& p, T g, StateSlots<T, 3> st) {
+  template <class T, class S = Scalars<T>>
+  KOKKOS_INLINE_FUNCTION static void update(const S& s, T& p, T g, StateSlots<T, 3> st) {
     Adam::update<T>(s, p, g, st);
+  }
+  /// Calls `body` with the flags fixed at compile time (see Adam::with_fixed_flags()).
+  template <class T, class Body>
+  KOKKOS_INLINE_FUNCTION static void with_fixed_flags(const Scalars<T>& s, Body&& body) {
+    Adam::with_fixed_flags<T>(s, static_cast<Body&&>(body));
   }
 
  private:

@@ -72,18 +72,33 @@ struct RMSprop {
     bool centered;  ///< normalize by the estimated variance
     bool use_momentum;  ///< momentum > 0
     bool maximize;  ///< ascend instead of descend
+    bool has_weight_decay;  ///< weight_decay != 0
   };
+  /// @brief Scalars whose flags are compile-time constants (see with_fixed_flags()).
+  template <class T, bool Centered, bool Momentum, bool Maximize, bool Decay>
+  struct FixedScalars : Scalars<T> {
+    static constexpr bool centered = Centered;       ///< fixed centered
+    static constexpr bool use_momentum = Momentum;   ///< fixed use_momentum
+    static constexpr bool maximize = Maximize;       ///< fixed maximize
+    static constexpr bool has_weight_decay = Decay;  ///< fixed has_weight_decay
+  };
+  /// Calls `body(fixed)` with `s` as FixedScalars: the fused loop is compiled once per combination.
+  template <class T, class Body>
+  KOKKOS_INLINE_FUNCTION static void with_fixed_flags(const Scalars<T>& s, Body&& body) {
+    with_constant_flags([&](auto c, auto u, auto m, auto w) { body(FixedScalars<T, decltype(c)::value, decltype(u)::value, decltype(m)::value, decltype(w)::value>{s}); },
+                        s.centered, s.use_momentum, s.maximize, s.has_weight_decay);
+  }
   /// Scalars of a step.
   template <class T>
   static Scalars<T> prepare(const Options& o, std::int64_t) {
     return {T(o.weight_decay), T(o.alpha), T(1.0 - o.alpha), T(o.eps), T(o.momentum), T(-o.lr),
-            o.centered,        o.momentum > 0.0, o.maximize};
+            o.centered,        o.momentum > 0.0, o.maximize, o.weight_decay != 0.0};
   }
   /// The update of one element.
-  template <class T>
-  KOKKOS_INLINE_FUNCTION static void update(const Scalars<T>& s, T& p, T g, StateSlots<T, 3> st) {
+  template <class T, class S = Scalars<T>>
+  KOKKOS_INLINE_FUNCTION static void update(const S& s, T& p, T g, StateSlots<T, 3> st) {
     if (s.maximize) g = -g;
-    if (s.weight_decay != T(0)) g = g + s.weight_decay * p;
+    if (s.has_weight_decay) g = g + s.weight_decay * p;
     T& square_avg = st[0];
     square_avg = square_avg * s.alpha + (s.one_minus_alpha * g) * g;
     T avg;

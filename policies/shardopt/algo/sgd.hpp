@@ -65,18 +65,40 @@ struct SGD {
     bool first;  ///< the first step (the buffer starts as the gradient)
     bool nesterov;  ///< Nesterov momentum
     bool maximize;  ///< ascend instead of descend
+    bool has_weight_decay;  ///< weight_decay != 0
+    bool use_momentum;  ///< momentum != 0
   };
+  /// @brief Scalars whose flags are compile-time constants (see with_fixed_flags()).
+  template <class T, bool First, bool Nesterov, bool Maximize, bool Decay, bool Momentum>
+  struct FixedScalars : Scalars<T> {
+    static constexpr bool first = First;             ///< fixed first
+    static constexpr bool nesterov = Nesterov;       ///< fixed nesterov
+    static constexpr bool maximize = Maximize;       ///< fixed maximize
+    static constexpr bool has_weight_decay = Decay;  ///< fixed has_weight_decay
+    static constexpr bool use_momentum = Momentum;   ///< fixed use_momentum
+  };
+  /// Calls `body(fixed)` with `s` as FixedScalars: the fused loop is compiled once per combination.
+  template <class T, class Body>
+  KOKKOS_INLINE_FUNCTION static void with_fixed_flags(const Scalars<T>& s, Body&& body) {
+    with_constant_flags(
+        [&](auto f, auto n, auto m, auto w, auto u) {
+          body(FixedScalars<T, decltype(f)::value, decltype(n)::value, decltype(m)::value, decltype(w)::value, decltype(u)::value>{s});
+        },
+        s.first && s.use_momentum, s.nesterov && s.use_momentum, s.maximize, s.has_weight_decay, s.use_momentum);
+  }
   /// Scalars of step `step` (1 for the first step).
   template <class T>
   static Scalars<T> prepare(const Options& o, std::int64_t step) {
-    return {T(o.weight_decay), T(o.momentum), T(1.0 - o.dampening), T(-o.lr), step == 1, o.nesterov, o.maximize};
+    return {T(o.weight_decay), T(o.momentum),  T(1.0 - o.dampening),     T(-o.lr),
+            step == 1,         o.nesterov,     o.maximize,               o.weight_decay != 0.0,
+            o.momentum != 0.0};
   }
   /// The update of one element.
-  template <class T>
-  KOKKOS_INLINE_FUNCTION static void update(const Scalars<T>& s, T& p, T g, StateSlots<T, 1> st) {
+  template <class T, class S = Scalars<T>>
+  KOKKOS_INLINE_FUNCTION static void update(const S& s, T& p, T g, StateSlots<T, 1> st) {
     if (s.maximize) g = -g;
-    if (s.weight_decay != T(0)) g = g + s.weight_decay * p;
-    if (s.momentum != T(0)) {
+    if (s.has_weight_decay) g = g + s.weight_decay * p;
+    if (s.use_momentum) {
       T& buf = st[0];
       buf = s.first ? g : buf * s.momentum + s.one_minus_dampening * g;
       g = s.nesterov ? g + s.momentum * buf : buf;
