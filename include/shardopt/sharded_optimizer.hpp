@@ -432,7 +432,13 @@ class ShardedOptimizer {
     io_phase(detail::Op::save, cleanup, [&] {
       if (!root) return;
       remove_stale_temps(path);
-      detail::st::File f(tmp, O_CREAT | O_EXCL | O_WRONLY);
+      std::optional<detail::st::File> created;
+      try {
+        created.emplace(tmp, O_CREAT | O_EXCL | O_WRONLY);
+      } catch (const IoError& e) {
+        detail::st::fail(path, std::string("cannot create the temporary file next to it (") + e.what() + ")");
+      }
+      detail::st::File& f = *created;
       const std::string head = detail::st::encode(layout.header);
       f.write_at(head.data(), head.size(), 0);
       f.resize(layout.header.data_start + layout.header.data_size);
@@ -998,15 +1004,22 @@ class ShardedOptimizer {
       }
       if (g < groups_.size()) {
         std::string differ;
-        for (std::size_t k = 0; k < num_slots; ++k)
-          if (Algo::slot_used(o, k) != Algo::slot_used(groups_[g].options, k)) {
-            const auto mine = option_values<Algo>(groups_[g].options), theirs = option_values<Algo>(o);
-            for (std::size_t f = 0; f < mine.size(); ++f)
-              if (mine[f].second != theirs[f].second)
-                differ += " " + mine[f].first + "=" + detail::fmt(theirs[f].second) + " (here " + detail::fmt(mine[f].second) + ")";
-            problems.push_back(pg + "the state's options keep different state slots than this optimizer's:" + differ);
-            break;
+        auto same_slots = [](const options_type& x, const options_type& y) {
+          for (std::size_t k = 0; k < num_slots; ++k)
+            if (Algo::slot_used(x, k) != Algo::slot_used(y, k)) return false;
+          return true;
+        };
+        if (!same_slots(o, groups_[g].options)) {
+          // Name the options that decide the slots: those whose value alone changes them.
+          const auto mine = option_values<Algo>(groups_[g].options), theirs = option_values<Algo>(o);
+          for (std::size_t f = 0; f < mine.size(); ++f) {
+            options_type one = groups_[g].options;
+            set_option<Algo>(one, theirs[f].first, theirs[f].second);
+            if (mine[f].second != theirs[f].second && !same_slots(one, groups_[g].options))
+              differ += " " + mine[f].first + "=" + detail::fmt(theirs[f].second) + " (here " + detail::fmt(mine[f].second) + ")";
           }
+          problems.push_back(pg + "the state's options keep different state slots than this optimizer's:" + differ);
+        }
       }
       in.options.push_back(o);
       for (const auto& name : sg.params) {

@@ -105,15 +105,20 @@ class Mpi {
     if (size() == 1) return;
     if constexpr (std::is_floating_point_v<T>) {
       const std::size_t p = static_cast<std::size_t>(size()), part = (buffer.size() + p - 1) / p;
-      T* padded = scratch<T>(2 * p * part + part);
-      T* gathered = padded + p * part;
-      std::copy(buffer.begin(), buffer.end(), padded);
-      std::fill(padded + buffer.size(), padded + p * part, T(0));
-      ordered_reduce_scatter(padded, gathered + p * part, part, op);
-      detail_mpi::check(MPI_Allgather(gathered + p * part, detail_mpi::to_int(part, "all_reduce"), detail_mpi::datatype<T>(),
-                                      gathered, detail_mpi::to_int(part, "all_reduce"), detail_mpi::datatype<T>(), native()),
-                        "MPI_Allgather");
-      std::copy(gathered, gathered + buffer.size(), buffer.begin());
+      const int n = detail_mpi::to_int(part, "all_reduce");
+      if (part * p == buffer.size()) {  // in place: this rank's part of `buffer` receives its reduction
+        ordered_reduce_scatter(buffer.data(), buffer.data() + rank() * part, part, op);
+        detail_mpi::check(MPI_Allgather(MPI_IN_PLACE, n, detail_mpi::datatype<T>(), buffer.data(), n, detail_mpi::datatype<T>(), native()),
+                          "MPI_Allgather");
+      } else {
+        T* padded = scratch<T>(state_->padded, p * part);
+        std::copy(buffer.begin(), buffer.end(), padded);
+        std::fill(padded + buffer.size(), padded + p * part, T(0));
+        ordered_reduce_scatter(padded, padded + rank() * part, part, op);
+        detail_mpi::check(MPI_Allgather(MPI_IN_PLACE, n, detail_mpi::datatype<T>(), padded, n, detail_mpi::datatype<T>(), native()),
+                          "MPI_Allgather");
+        std::copy(padded, padded + buffer.size(), buffer.begin());
+      }
     } else {
       detail_mpi::check(MPI_Allreduce(MPI_IN_PLACE, buffer.data(), detail_mpi::to_int(buffer.size(), "all_reduce"),
                                       detail_mpi::datatype<T>(), detail_mpi::op(op), native()),
@@ -177,7 +182,7 @@ class Mpi {
     MPI_Comm comm = MPI_COMM_NULL;
     int rank = 0, size = 1;
     CommStats stats;
-    std::vector<unsigned char> scratch;  // reused by all_reduce
+    std::vector<unsigned char> padded, parts;  // scratch reused between calls
     State() = default;
     State(const State&) = delete;
     State& operator=(const State&) = delete;
@@ -188,16 +193,17 @@ class Mpi {
     }
   };
   // recv[i] = op over ranks q in order of send_q[rank * n + i]: one MPI_Alltoall, then a local combine.
+  // `recv` may lie inside `send` (it is written after the exchange).
   template <class T>
   void ordered_reduce_scatter(const T* send, T* recv, std::size_t n, ReduceOp op) {
     const std::size_t p = static_cast<std::size_t>(size());
-    std::vector<T> parts(p * n);
-    detail_mpi::check(MPI_Alltoall(send, detail_mpi::to_int(n, "reduce_scatter"), detail_mpi::datatype<T>(), parts.data(),
+    T* parts = scratch<T>(state_->parts, p * n);
+    detail_mpi::check(MPI_Alltoall(send, detail_mpi::to_int(n, "reduce_scatter"), detail_mpi::datatype<T>(), parts,
                                    detail_mpi::to_int(n, "reduce_scatter"), detail_mpi::datatype<T>(), native()),
                       "MPI_Alltoall");
-    std::copy(parts.begin(), parts.begin() + n, recv);
+    std::copy(parts, parts + n, recv);
     for (std::size_t q = 1; q < p; ++q) {
-      const T* part = parts.data() + q * n;
+      const T* part = parts + q * n;
       switch (op) {
         case ReduceOp::sum:
           for (std::size_t i = 0; i < n; ++i) recv[i] = recv[i] + part[i];
@@ -211,9 +217,9 @@ class Mpi {
       }
     }
   }
+  // Memory for n elements of T, kept between calls (not cleared).
   template <class T>
-  T* scratch(std::size_t n) {
-    auto& s = state_->scratch;
+  static T* scratch(std::vector<unsigned char>& s, std::size_t n) {
     if (s.size() < n * sizeof(T)) s.resize(n * sizeof(T));
     return reinterpret_cast<T*>(s.data());
   }
