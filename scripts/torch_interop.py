@@ -1,0 +1,507 @@
+#!/usr/bin/env python3
+"""Checks that shardopt checkpoints and torch.optim state interoperate, in both directions.
+
+For every case (an algorithm, its options and a dtype), with three parameters t0, t1, t2 of
+shapes [5], [2, 3], [2, 1, 2] and the input formulas of scripts/make_golden.py:
+
+  (a) shardopt -> torch: the tool (tests/checkpoint_tool.cpp) steps 1..3 and saves a checkpoint.
+      The checkpoint must hold what torch itself has after its own steps 1..3. torch loads it
+      into torch.optim state and steps 4..6; the tool loads it and steps 4..6; both agree.
+  (b) torch -> shardopt: torch steps 1..3 and writes a checkpoint in shardopt's format; the tool
+      loads it and steps 4..6; torch continues 4..6; both agree.
+
+After step 6 the tool saves again, and that state is compared with torch's too. Save + load must
+lose nothing: the resumed run of (a) gives the bits of an uninterrupted tool run 0..6. Three
+cases are then repeated with the tool at 2 MPI ranks (FlatPartition, ChunkRows): every file they
+write must be bit-identical to the single-process run's, and both directions hold.
+
+Tolerance as tests/test_golden.cpp: float32 within 8 ulps or |diff| <= 4 eps (torch's CPU sqrt
+comes from MKL and is not always correctly rounded; shardopt's is), float64 relative 1e-12.
+Step counts, slot sets and options must match exactly.
+
+Usage: torch_interop.py --tool PATH [--workdir DIR] [--mpiexec PATH | --no-mpi] [--verbose]
+Exit status: 0 all passed, 1 a failure, 2 usage or tool error, 77 torch or safetensors missing.
+
+The checkpoint format (shardopt's save()/load(), one safetensors file):
+  state.<param>.<slot>  F32/F64, the parameter's global shape, torch's state keys as slot names
+  state.<param>.step    I64 scalar: steps the parameter took (SGD too; torch has none there)
+  __metadata__: shardopt.format = "1", shardopt.algorithm = "Adam" etc., shardopt.param_groups =
+  JSON list of {"options": {...shardopt option names...}, "params": [names]}.
+torch keeps state['step'] as a float32 0-d tensor (Adam, AdamW, Adagrad, RMSprop).
+"""
+import argparse
+import inspect
+import json
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+# Host-independent torch numerics, as scripts/make_golden.py: no FMA-contracting AVX kernels,
+# MKL in its compatible (CPU-independent) mode. Must be set before torch is imported.
+os.environ["ATEN_CPU_CAPABILITY"] = "default"
+os.environ["MKL_CBWR"] = "COMPATIBLE"
+
+SKIP = 77
+try:
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+except ImportError as exc:  # the ctest registers 77 as "skipped"
+    print("torch_interop: skipped: cannot import torch or safetensors (%s)" % exc)
+    sys.exit(SKIP)
+
+SHAPES = [(5,), (2, 3), (2, 1, 2)]
+NAMES = ["t0", "t1", "t2"]
+N_STEPS, M_STEPS = 3, 3
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+ST_DTYPE = {torch.float32: "F32", torch.float64: "F64"}
+
+# shardopt's option names of each algorithm, in its order (Adam/AdamW: torch's betas split).
+OPTION_NAMES = {
+    "SGD": ["lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"],
+    "Adagrad": ["lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps", "maximize"],
+    "Adam": ["lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad", "maximize"],
+    "AdamW": ["lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad", "maximize"],
+    "RMSprop": ["lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"],
+}
+
+# (algorithm, options in torch's names; the rest are torch's defaults)
+CASES = [
+    ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.1)),
+    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)),
+    ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.1, maximize=True)),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.05, initial_accumulator_value=0.2, weight_decay=0.1)),
+    ("Adam", dict(lr=0.05, amsgrad=True, weight_decay=0.1)),
+    ("Adam", dict(lr=0.05, amsgrad=False)),
+    ("AdamW", dict(lr=0.05, weight_decay=0.1)),
+    ("AdamW", dict(lr=0.05, amsgrad=True, weight_decay=0.1, maximize=True)),
+    ("RMSprop", dict(lr=0.01, centered=True, momentum=0.9, weight_decay=0.1)),
+    ("RMSprop", dict(lr=0.01)),
+]
+# Repeated with the tool on 2 ranks: (case index, dtype, layout)
+MPI_CASES = [(4, "float32", "FlatPartition"), (8, "float64", "FlatPartition"), (0, "float32", "ChunkRows")]
+
+
+class Failure(Exception):
+    pass
+
+
+class ToolError(Exception):
+    pass
+
+
+# ---- inputs (the formulas of scripts/make_golden.py and tests/support.hpp) ----------------------
+
+def make_tensor(t, dtype, value_of_index):
+    vals = [value_of_index(i + 17 * t) for i in range(math.prod(SHAPES[t]))]
+    return torch.tensor(vals, dtype=torch.float64).to(dtype).reshape(SHAPES[t])
+
+
+def initial_param(t, dtype):
+    return make_tensor(t, dtype, lambda j: ((j * 37 + 11) % 101) / 50.0 - 1.0)
+
+
+def gradient(k, t, dtype):
+    return make_tensor(t, dtype, lambda j: (((j * 53 + k * 29 + 7) % 97) / 48.0 - 1.0) * 0.5)
+
+
+# ---- options ------------------------------------------------------------------------------------
+
+def expected_slots(algo, o):
+    """torch's state keys (other than 'step') that exist after a step, for shardopt options `o`."""
+    if algo == "SGD":
+        return {"momentum_buffer"} if o["momentum"] != 0 else set()
+    if algo == "Adagrad":
+        return {"sum"}
+    if algo in ("Adam", "AdamW"):
+        return {"exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if o["amsgrad"] else set())
+    return ({"square_avg"} | ({"momentum_buffer"} if o["momentum"] > 0 else set())
+            | ({"grad_avg"} if o["centered"] else set()))
+
+
+def shardopt_options(algo, group):
+    """All of the algorithm's options in shardopt's names, from a torch param group."""
+    out = {}
+    for name in OPTION_NAMES[algo]:
+        v = group["betas"][int(name[-1]) - 1] if name in ("beta1", "beta2") else group[name]
+        out[name] = bool(v) if isinstance(v, bool) else float(v)
+    return out
+
+
+def torch_kwargs(algo, o):
+    kw = {k: v for k, v in o.items() if k not in ("beta1", "beta2")}
+    if algo in ("Adam", "AdamW"):
+        kw["betas"] = (o["beta1"], o["beta2"])
+    return kw
+
+
+def fmt_options(o):
+    return ",".join("%s=%s" % (k, ("true" if v else "false") if isinstance(v, bool) else repr(v))
+                    for k, v in o.items())
+
+
+def new_torch_optimizer(algo, params, kwargs):
+    cls = getattr(torch.optim, algo)
+    kwargs = dict(kwargs, foreach=False)
+    if "fused" in inspect.signature(cls).parameters:
+        kwargs["fused"] = False
+    return cls(params, **kwargs)
+
+
+def torch_steps(opt, params, first, last, dtype):
+    with torch.no_grad():
+        for k in range(first, last + 1):
+            for t, p in enumerate(params):
+                p.grad = gradient(k, t, dtype)
+            opt.step()
+
+
+# ---- checkpoints --------------------------------------------------------------------------------
+
+def read_checkpoint(path, algo, options, dtype):
+    """Reads and checks a shardopt checkpoint; returns ({name: step}, {name: {slot: tensor}})."""
+    problems = []
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if meta.get("shardopt.format") != "1":
+        problems.append("shardopt.format is %r, not '1'" % meta.get("shardopt.format"))
+    if meta.get("shardopt.algorithm") != algo:
+        problems.append("shardopt.algorithm is %r, not %r" % (meta.get("shardopt.algorithm"), algo))
+    try:
+        groups = json.loads(meta.get("shardopt.param_groups", "null"))
+    except ValueError as exc:
+        groups = None
+        problems.append("shardopt.param_groups is not JSON: %s" % exc)
+    if groups is not None:
+        if not isinstance(groups, list) or len(groups) != 1:
+            problems.append("expected one param group, got %r" % (groups,))
+        else:
+            g = groups[0]
+            if g.get("params") != NAMES:
+                problems.append("param group params %r, not %r" % (g.get("params"), NAMES))
+            got = g.get("options", {})
+            if set(got) != set(options):
+                problems.append("param group option names %s, not %s" % (sorted(got), sorted(options)))
+            for k, v in options.items():
+                if k in got and (type(got[k]) is bool) != isinstance(v, bool):
+                    problems.append("option %s is %r, of another JSON type than %r" % (k, got[k], v))
+                elif k in got and got[k] != v:
+                    problems.append("option %s is %r, not %r" % (k, got[k], v))
+    steps, slots = {}, {}
+    want = expected_slots(algo, options)
+    for t, name in enumerate(NAMES):
+        key = "state.%s.step" % name
+        s = tensors.get(key)
+        if s is None:
+            problems.append("%s is missing" % key)
+        elif s.dtype != torch.int64 or tuple(s.shape) != ():
+            problems.append("%s is %s %s, not an int64 scalar" % (key, s.dtype, list(s.shape)))
+        else:
+            steps[name] = int(s)
+        slots[name] = {}
+        for slot in sorted(want):
+            key = "state.%s.%s" % (name, slot)
+            v = tensors.get(key)
+            if v is None:
+                problems.append("%s is missing" % key)
+            elif v.dtype != dtype or tuple(v.shape) != SHAPES[t]:
+                problems.append("%s is %s %s, not %s %s" % (key, v.dtype, list(v.shape), dtype, list(SHAPES[t])))
+            else:
+                slots[name][slot] = v
+    known = {"state.%s.%s" % (n, s) for n in NAMES for s in want | {"step"}}
+    for key in sorted(set(tensors) - known):
+        problems.append("unexpected tensor %s" % key)
+    if problems:
+        raise Failure("checkpoint %s:\n    %s" % (path, "\n    ".join(problems)))
+    return steps, slots
+
+
+def write_checkpoint(path, algo, opt, params):
+    """Writes torch optimizer `opt`'s state in shardopt's checkpoint format."""
+    group = opt.param_groups[0]
+    tensors = {}
+    for name, p in zip(NAMES, params):
+        state = opt.state[p]
+        for slot, v in state.items():
+            if slot != "step" and torch.is_tensor(v):
+                tensors["state.%s.%s" % (name, slot)] = v.detach().contiguous().clone()
+        # torch has no step for SGD: every parameter stepped as often as the optimizer did.
+        step = int(state["step"]) if "step" in state else N_STEPS
+        tensors["state.%s.step" % name] = torch.tensor(step, dtype=torch.int64)
+    groups = [{"options": shardopt_options(algo, group), "params": NAMES}]
+    save_file(tensors, path, metadata={"shardopt.format": "1", "shardopt.algorithm": algo,
+                                       "shardopt.param_groups": json.dumps(groups)})
+
+
+def load_into_torch(opt, params, steps, slots, algo):
+    """Fills torch optimizer state from a checkpoint read by read_checkpoint()."""
+    for name, p in zip(NAMES, params):
+        state = {slot: v.clone() for slot, v in slots[name].items()}
+        if algo != "SGD":  # torch keeps the step as a float32 0-d tensor
+            state["step"] = torch.tensor(float(steps[name]), dtype=torch.float32)
+        opt.state[p] = state
+
+
+def read_params(path, dtype):
+    with safe_open(path, framework="pt") as f:
+        got = {k: f.get_tensor(k) for k in f.keys()}
+    if sorted(got) != NAMES:
+        raise Failure("%s holds tensors %s, not %s" % (path, sorted(got), NAMES))
+    for t, name in enumerate(NAMES):
+        if got[name].dtype != dtype or tuple(got[name].shape) != SHAPES[t]:
+            raise Failure("%s: %s is %s %s, not %s %s" % (path, name, got[name].dtype, list(got[name].shape),
+                                                          dtype, list(SHAPES[t])))
+    return [got[n] for n in NAMES]
+
+
+def write_params(path, params):
+    save_file({n: p.detach().contiguous().clone() for n, p in zip(NAMES, params)}, path)
+
+
+# ---- comparison ---------------------------------------------------------------------------------
+
+def _key(x, dtype):
+    """Monotonic integer of a float's bits (negative values below positive ones)."""
+    if dtype == torch.float32:
+        u = struct.unpack("<i", struct.pack("<f", x))[0]
+        return (-(2 ** 31) - u) if u < 0 else u
+    u = struct.unpack("<q", struct.pack("<d", x))[0]
+    return (-(2 ** 63) - u) if u < 0 else u
+
+
+class Tally:
+    """Worst distances seen, and the mismatches beyond tolerance."""
+
+    def __init__(self):
+        self.ulps, self.rel, self.errors, self.compared = 0, 0.0, [], 0
+
+    def compare(self, what, ours, ref):
+        dtype = ref.dtype
+        eps = torch.finfo(dtype).eps
+        for i, (a, b) in enumerate(zip(ours.reshape(-1).tolist(), ref.reshape(-1).tolist())):
+            self.compared += 1
+            if a == b:
+                continue
+            if math.isnan(a) or math.isnan(b):
+                u, rel = float("inf"), float("inf")
+            else:
+                u = abs(_key(a, dtype) - _key(b, dtype))
+                rel = abs(a - b) / max(abs(b), 1e-300)
+            self.ulps, self.rel = max(self.ulps, u), max(self.rel, rel)
+            ok = (u <= 8 or abs(a - b) <= 4 * eps) if dtype == torch.float32 else rel <= 1e-12
+            if not ok:
+                self.errors.append("%s element %d: shardopt %r, torch %r (%s ulps, rel %.3g)" % (what, i, a, b, u, rel))
+
+    def exact(self, what, ours, ref):
+        if ours != ref:
+            self.errors.append("%s: %r, expected %r" % (what, ours, ref))
+
+    def bitwise(self, what, a, b):
+        self.compared += a.numel()
+        if not torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)):
+            self.errors.append("%s: not bit-identical" % what)
+
+    def compare_state(self, what, steps, slots, opt, params, step_count):
+        for name, p in zip(NAMES, params):
+            self.exact("%s: step of %s" % (what, name), steps[name], step_count)
+            ts = opt.state[p]
+            if "step" in ts:
+                self.exact("%s: torch's step of %s" % (what, name), int(ts["step"]), step_count)
+            torch_slots = {k for k, v in ts.items() if k != "step" and torch.is_tensor(v)}
+            self.exact("%s: slots of %s" % (what, name), sorted(slots[name]), sorted(torch_slots))
+            for slot in sorted(set(slots[name]) & torch_slots):
+                self.compare("%s: %s of %s" % (what, slot, name), slots[name][slot], ts[slot])
+
+
+# ---- the tool -----------------------------------------------------------------------------------
+
+class Tool:
+    def __init__(self, path, mpiexec, verbose):
+        self.path, self.mpiexec, self.verbose = path, mpiexec, verbose
+        self.env = dict(os.environ)
+        for k, v in (("OMPI_ALLOW_RUN_AS_ROOT", "1"), ("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"),
+                     ("OMPI_MCA_btl_vader_single_copy_mechanism", "none")):
+            self.env.setdefault(k, v)
+        self.mpi_flags = []
+        if mpiexec:
+            try:
+                version = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=60)
+                if any(s in version.stdout + version.stderr for s in ("Open MPI", "OpenRTE", "Open RTE")):
+                    self.mpi_flags = ["--oversubscribe"]
+            except (OSError, subprocess.SubprocessError):
+                pass
+
+    def run(self, algo, dtype_name, options, first, last, params_out, load=None, params_in=None, save=None,
+            layout=None, ranks=1):
+        cmd = [self.path, "run", "--algo", algo, "--dtype", dtype_name, "--options", fmt_options(options),
+               "--from", str(first), "--to", str(last), "--params-out", params_out]
+        for flag, value in (("--load", load), ("--params-in", params_in), ("--save", save), ("--layout", layout)):
+            if value is not None:
+                cmd += [flag, value]
+        if ranks > 1:
+            cmd = [self.mpiexec, "-n", str(ranks)] + self.mpi_flags + cmd
+        if self.verbose:
+            print("  $ " + " ".join(cmd))
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=300)
+        except subprocess.TimeoutExpired:
+            raise ToolError("timed out: %s" % " ".join(cmd))
+        if r.returncode != 0:
+            raise ToolError("exit status %d: %s\n%s%s" % (r.returncode, " ".join(cmd), r.stdout, r.stderr))
+
+
+# ---- one case -----------------------------------------------------------------------------------
+
+def run_case(tool, workdir, algo, torch_opts, dtype_name, layout=None, ranks=1, single_dir=None):
+    """Runs (a) and (b) for one case; returns their Tallies."""
+    dtype = DTYPES[dtype_name]
+    ta, tb = Tally(), Tally()
+    f = lambda name: os.path.join(workdir, name)  # noqa: E731
+    last = N_STEPS + M_STEPS
+
+    def same_as_single_process(tally, what, files):
+        """The sharded run must give the bits of one process (same files in single_dir)."""
+        for name in files:
+            with safe_open(f(name), framework="pt") as x, safe_open(os.path.join(single_dir, name), framework="pt") as y:
+                tally.exact("%s: %s tensors vs. 1 process" % (what, name), sorted(x.keys()), sorted(y.keys()))
+                tally.exact("%s: %s metadata vs. 1 process" % (what, name), x.metadata(), y.metadata())
+                for key in sorted(set(x.keys()) & set(y.keys())):
+                    tally.bitwise("%s: %s %s vs. 1 process" % (what, name, key), x.get_tensor(key), y.get_tensor(key))
+
+    # torch's own trajectory: steps 1..3 (the reference state (a) is checked against, and what
+    # (b) writes), then 4..6.
+    ref = [initial_param(t, dtype).requires_grad_(True) for t in range(len(SHAPES))]
+    ref_opt = new_torch_optimizer(algo, ref, torch_opts)
+    options = shardopt_options(algo, ref_opt.param_groups[0])
+    torch_steps(ref_opt, ref, 1, N_STEPS, dtype)
+
+    # (b) first part: torch writes its checkpoint and parameters after step 3, then goes on.
+    write_checkpoint(f("ck_torch.safetensors"), algo, ref_opt, ref)
+    write_params(f("p3_torch.safetensors"), ref)
+    ref3 = [p.detach().clone() for p in ref]
+    # The written file must read back as torch's state, exactly.
+    steps_t, slots_t = read_checkpoint(f("ck_torch.safetensors"), algo, options, dtype)
+    for name, p in zip(NAMES, ref):
+        tb.exact("(b) written step of %s" % name, steps_t[name], N_STEPS)
+        for slot, v in slots_t[name].items():
+            tb.bitwise("(b) written %s of %s" % (slot, name), v, ref_opt.state[p][slot])
+
+    # (a) shardopt steps 1..3 and saves; the checkpoint must hold torch's state after its steps 1..3.
+    tool.run(algo, dtype_name, options, 0, N_STEPS, f("p3.safetensors"), save=f("ck.safetensors"),
+             layout=layout, ranks=ranks)
+    steps_a, slots_a = read_checkpoint(f("ck.safetensors"), algo, options, dtype)
+    p3 = read_params(f("p3.safetensors"), dtype)
+    for t, name in enumerate(NAMES):
+        ta.compare("(a) parameter %s after step %d" % (name, N_STEPS), p3[t], ref3[t])
+    ta.compare_state("(a) checkpoint after step %d" % N_STEPS, steps_a, slots_a, ref_opt, ref, N_STEPS)
+
+    torch_steps(ref_opt, ref, N_STEPS + 1, last, dtype)  # torch's own 4..6
+
+    # (a) torch loads shardopt's checkpoint (options from the file) and steps 4..6.
+    with safe_open(f("ck.safetensors"), framework="pt") as fh:
+        file_options = json.loads(fh.metadata()["shardopt.param_groups"])[0]["options"]
+    pa = [p.clone().requires_grad_(True) for p in p3]
+    opt_a = new_torch_optimizer(algo, pa, torch_kwargs(algo, file_options))
+    load_into_torch(opt_a, pa, steps_a, slots_a, algo)
+    torch_steps(opt_a, pa, N_STEPS + 1, last, dtype)
+    # ... and shardopt loads the same checkpoint and steps 4..6.
+    tool.run(algo, dtype_name, options, N_STEPS, last, f("p6.safetensors"), load=f("ck.safetensors"),
+             params_in=f("p3.safetensors"), save=f("ck6.safetensors"), layout=layout, ranks=ranks)
+    p6 = read_params(f("p6.safetensors"), dtype)
+    steps6, slots6 = read_checkpoint(f("ck6.safetensors"), algo, options, dtype)
+    for t, name in enumerate(NAMES):
+        ta.compare("(a) parameter %s after step %d" % (name, last), p6[t], pa[t])
+    ta.compare_state("(a) state after step %d" % last, steps6, slots6, opt_a, pa, last)
+    if single_dir is None:
+        # save + load loses nothing: resuming gives the bits of an uninterrupted shardopt run.
+        tool.run(algo, dtype_name, options, 0, last, f("p6_straight.safetensors"), save=f("ck6_straight.safetensors"))
+        for t, p in enumerate(read_params(f("p6_straight.safetensors"), dtype)):
+            ta.bitwise("(a) parameter %s after step %d, resumed vs. uninterrupted" % (NAMES[t], last), p6[t], p)
+        steps_s, slots_s = read_checkpoint(f("ck6_straight.safetensors"), algo, options, dtype)
+        ta.exact("(a) steps, resumed vs. uninterrupted", steps6, steps_s)
+        for name in NAMES:
+            for slot in slots_s[name]:
+                ta.bitwise("(a) %s of %s, resumed vs. uninterrupted" % (slot, name), slots6[name][slot], slots_s[name][slot])
+    else:
+        same_as_single_process(ta, "(a)", ["ck.safetensors", "p3.safetensors", "ck6.safetensors", "p6.safetensors"])
+
+    # (b) shardopt loads torch's checkpoint and steps 4..6; torch went on from its own state.
+    tool.run(algo, dtype_name, options, N_STEPS, last, f("p6_from_torch.safetensors"),
+             load=f("ck_torch.safetensors"), params_in=f("p3_torch.safetensors"),
+             save=f("ck6_from_torch.safetensors"), layout=layout, ranks=ranks)
+    p6b = read_params(f("p6_from_torch.safetensors"), dtype)
+    steps6b, slots6b = read_checkpoint(f("ck6_from_torch.safetensors"), algo, options, dtype)
+    for t, name in enumerate(NAMES):
+        tb.compare("(b) parameter %s after step %d" % (name, last), p6b[t], ref[t])
+    tb.compare_state("(b) state after step %d" % last, steps6b, slots6b, ref_opt, ref, last)
+    if single_dir is not None:
+        same_as_single_process(tb, "(b)", ["ck6_from_torch.safetensors", "p6_from_torch.safetensors"])
+    return ta, tb
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tool", required=True, help="the shardopt_checkpoint_tool executable")
+    ap.add_argument("--workdir", default="interop", help="where the files go (created)")
+    ap.add_argument("--mpiexec", default=shutil.which("mpiexec") or "",
+                    help="MPI launcher for the 2-rank cases (default: mpiexec on PATH)")
+    ap.add_argument("--no-mpi", action="store_true", help="skip the 2-rank cases")
+    ap.add_argument("--verbose", action="store_true", help="print the tool's command lines")
+    args = ap.parse_args()
+    if not os.access(args.tool, os.X_OK):
+        print("torch_interop: error: --tool %s is not an executable file" % args.tool, file=sys.stderr)
+        return 2
+    torch.set_default_dtype(torch.float32)  # torch's state['step'] is float32 by default
+    mpiexec = None if args.no_mpi or not args.mpiexec else args.mpiexec
+    tool = Tool(os.path.abspath(args.tool), mpiexec, args.verbose)
+    print("torch_interop: torch %s, steps 1..%d then %d..%d, tool %s" % (
+        torch.__version__, N_STEPS, N_STEPS + 1, N_STEPS + M_STEPS, args.tool))
+
+    runs = [(c, d, None, 1) for c in range(len(CASES)) for d in DTYPES]
+    if mpiexec:
+        runs += [(c, d, layout, 2) for c, d, layout in MPI_CASES]
+    else:
+        print("torch_interop: no mpiexec: the 2-rank cases are skipped")
+    failed = 0
+    for c, dtype_name, layout, ranks in runs:
+        algo, torch_opts = CASES[c]
+        label = "%-7s %s %s" % (algo, dtype_name, ",".join("%s=%s" % kv for kv in torch_opts.items()))
+        if ranks > 1:
+            label += " [%d ranks, %s]" % (ranks, layout)
+        tag = "%02d_%s" % (c, dtype_name) + ("_np%d_%s" % (ranks, layout) if ranks > 1 else "")
+        workdir = os.path.join(args.workdir, tag)
+        os.makedirs(workdir, exist_ok=True)
+        single = os.path.join(args.workdir, "%02d_%s" % (c, dtype_name)) if ranks > 1 else None
+        try:
+            tallies = run_case(tool, workdir, algo, torch_opts, dtype_name, layout, ranks, single)
+        except ToolError as exc:
+            print("FAIL %s: the tool failed: %s" % (label, exc))
+            failed += 1
+            continue
+        except Failure as exc:
+            print("FAIL %s: %s" % (label, exc))
+            failed += 1
+            continue
+        worst = ", ".join("(%s) worst %s ulps" % (part, t.ulps) + (" (rel %.2g)" % t.rel if dtype_name == "float64" else "")
+                          for part, t in zip("ab", tallies))
+        errors = tallies[0].errors + tallies[1].errors
+        if errors:
+            failed += 1
+            print("FAIL %s: %s; %d problem(s):" % (label, worst, len(errors)))
+            for e in errors[:20]:
+                print("    " + e)
+            if len(errors) > 20:
+                print("    ... and %d more" % (len(errors) - 20))
+        else:
+            print("ok   %s: %s; %d values" % (label, worst, sum(t.compared for t in tallies)))
+    print("torch_interop: %d of %d case(s) failed" % (failed, len(runs)) if failed else
+          "torch_interop: all %d case(s) passed" % len(runs))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
