@@ -1,0 +1,151 @@
+// Single-process step throughput: shardopt's fused step against a bandwidth ceiling measured in the
+// same run by a STREAM-like kernel that moves the same bytes per element.
+//
+//   bench_step [--json] [--quick] [--sizes large,small,cache]
+//
+// For SGD (momentum), Adagrad, Adam and AdamW in float and double, and three shapes of work:
+//   large: one tensor of 32M elements; many: 10k tensors of 1k elements; cache: one tensor of 16k
+//   elements, stepped repeatedly (in L1/L2).
+// Prints elements/s, bytes/s, and the ratio to the ceiling. --json prints one JSON object per line.
+#include <shardopt/shardopt.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Exec = Kokkos::DefaultExecutionSpace;
+
+struct Work {
+  const char* name;
+  std::size_t tensors, elements;  // per tensor
+};
+
+// Best-of-`reps` seconds per call of f (after one warm-up call).
+template <class F>
+double best_time(F&& f, int reps) {
+  f();
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    f();
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return best;
+}
+
+// Bytes each algorithm moves per element: reads of p, g and its state, writes of p and its state.
+template <class Algo>
+constexpr int streams_read() {
+  return 2 + static_cast<int>(Algo::slot_names.size() == 3 ? 2 : Algo::slot_names.size());  // Adam without amsgrad: m, v
+}
+
+// The ceiling: a kernel over the same arrays that reads `reads` streams and writes `writes` of them,
+// with a multiply-add per element, nothing an optimizer could do with less traffic.
+template <class T>
+double ceiling(std::vector<Kokkos::View<T*>>& arrays, int writes, std::size_t n, int reps) {
+  const int reads = static_cast<int>(arrays.size());
+  auto a0 = arrays[0], a1 = arrays[1];
+  auto a2 = reads > 2 ? arrays[2] : arrays[1];
+  auto a3 = reads > 3 ? arrays[3] : arrays[1];
+  const T c = T(0.999);
+  return best_time(
+      [&] {
+        if (reads == 4 && writes == 3) {
+          Kokkos::parallel_for(
+              "ceiling.4r3w", Kokkos::RangePolicy<Exec>(0, n), KOKKOS_LAMBDA(std::size_t i) {
+                const T g = a1(i);
+                a2(i) = a2(i) * c + g;
+                a3(i) = a3(i) * c + g;
+                a0(i) = a0(i) * c + g;
+              });
+        } else {  // 3 reads, 2 writes (SGD momentum, Adagrad)
+          Kokkos::parallel_for(
+              "ceiling.3r2w", Kokkos::RangePolicy<Exec>(0, n), KOKKOS_LAMBDA(std::size_t i) {
+                const T g = a1(i);
+                a2(i) = a2(i) * c + g;
+                a0(i) = a0(i) * c + g;
+              });
+        }
+        Kokkos::fence();
+      },
+      reps);
+}
+
+template <class Algo, class T>
+void run(const Work& w, typename Algo::Options options, bool json, int reps) {
+  using Opt = shardopt::ShardedOptimizer<Algo, shardopt::layout::Replicated, shardopt::comm::Serial>;
+  Opt opt(shardopt::comm::Serial{}, options);
+  std::vector<Kokkos::View<T*>> p, g;
+  for (std::size_t t = 0; t < w.tensors; ++t) {
+    p.emplace_back(Kokkos::View<T*>("p", w.elements));
+    g.emplace_back(Kokkos::View<T*>("g", w.elements));
+    Kokkos::deep_copy(p.back(), T(0.5));
+    Kokkos::deep_copy(g.back(), T(0.01));
+    opt.add_param("p" + std::to_string(t), p.back(), g.back());
+  }
+  const std::size_t n = w.tensors * w.elements;
+  const int reads = streams_read<Algo>(), writes = reads - 1;
+  const double bytes_per_element = double(reads + writes) * sizeof(T);
+  const double t_ours = best_time([&] { opt.step(); }, reps);
+  // The ceiling over one contiguous buffer of the same total size.
+  std::vector<Kokkos::View<T*>> arrays;
+  for (int r = 0; r < reads; ++r) {
+    arrays.emplace_back(Kokkos::View<T*>("c", n));
+    Kokkos::deep_copy(arrays.back(), T(0.25));
+  }
+  const double t_ceiling = ceiling<T>(arrays, writes, n, reps);
+  const double eps = double(n) / t_ours, ceiling_eps = double(n) / t_ceiling;
+  const char* dtype = sizeof(T) == 4 ? "float32" : "float64";
+  if (json)
+    std::printf("{\"algo\": \"%s\", \"dtype\": \"%s\", \"work\": \"%s\", \"tensors\": %zu, \"elements\": %zu, \"bytes_per_element\": %.0f, "
+                "\"seconds\": %.6g, \"elements_per_s\": %.6g, \"ceiling_elements_per_s\": %.6g}\n",
+                std::string(Algo::name).c_str(), dtype, w.name, w.tensors, n, bytes_per_element, t_ours, eps, ceiling_eps);
+  else
+    std::printf("%-8s %-8s %-6s %6zu x %-9zu %7.3f G el/s %7.2f GB/s   ceiling %7.3f G el/s %7.2f GB/s   %5.1f%%\n",
+                std::string(Algo::name).c_str(), dtype, w.name, w.tensors, w.elements, eps / 1e9, eps * bytes_per_element / 1e9,
+                ceiling_eps / 1e9, ceiling_eps * bytes_per_element / 1e9, 100.0 * eps / ceiling_eps);
+  std::fflush(stdout);
+}
+
+template <class T>
+void run_all(const Work& w, bool json, int reps) {
+  run<shardopt::algo::SGD, T>(w, {.lr = 0.01, .momentum = 0.9}, json, reps);
+  run<shardopt::algo::Adagrad, T>(w, {.lr = 0.01}, json, reps);
+  run<shardopt::algo::Adam, T>(w, {.lr = 0.001}, json, reps);
+  run<shardopt::algo::AdamW, T>(w, {.lr = 0.001}, json, reps);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Kokkos::ScopeGuard guard(argc, argv);
+  bool json = false, quick = false;
+  std::string sizes = "large,many,cache";
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--json")) json = true;
+    else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--sizes") && i + 1 < argc) sizes = argv[++i];
+    else {
+      std::fprintf(stderr, "usage: %s [--json] [--quick] [--sizes large,many,cache]\n", argv[0]);
+      return 2;
+    }
+  }
+  const std::vector<Work> all = {{"large", 1, quick ? (1u << 20) : (32u << 20)},
+                                 {"many", quick ? 100u : 10000u, 1000},
+                                 {"cache", 1, 16u << 10}};
+  if (!json) std::printf("execution space: %s, concurrency %d\n", Exec::name(), Exec().concurrency());
+  for (const auto& w : all) {
+    if (sizes.find(w.name) == std::string::npos) continue;
+    const int reps = w.elements * w.tensors < (1u << 20) ? 200 : 5;
+    run_all<float>(w, json, reps);
+    run_all<double>(w, json, reps);
+  }
+  return 0;
+}
