@@ -20,6 +20,30 @@ if [[ "${SHARDOPT_SKIP_SETUP:-0}" == 1 ]]; then
   exit 0
 fi
 
+# Python packages for the PyTorch interop test and the benchmarks' PyTorch side (pip, PyPI).
+# A failure is reported but not fatal: the interop test then reports itself skipped.
+python_packages() {
+  local py
+  py="$(command -v python3 || true)"
+  if [[ -z "$py" ]]; then
+    echo "setup.sh: no python3; the PyTorch interop test will be skipped" >&2
+    return 0
+  fi
+  if "$py" -c "import torch, safetensors, numpy" >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "setup.sh: installing torch safetensors numpy with pip"
+  local log
+  log="$(mktemp "${TMPDIR:-/tmp}/shardopt-pip.XXXXXX.log")"
+  if "$py" -m pip install --quiet torch safetensors numpy >"$log" 2>&1 ||
+     "$py" -m pip install --quiet --break-system-packages torch safetensors numpy >>"$log" 2>&1; then
+    rm -f "$log"
+  else
+    tail -n 20 "$log" >&2
+    echo "setup.sh: pip failed (log in $log); the PyTorch interop test will be skipped" >&2
+  fi
+}
+
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "setup.sh: not a dpkg-based system; install these (or equivalents) yourself:" >&2
   echo "  ${PACKAGES[*]}" >&2
@@ -35,6 +59,7 @@ for pkg in "${PACKAGES[@]}"; do
 done
 
 if ((${#missing[@]} == 0)); then
+  python_packages
   exit 0
 fi
 
@@ -58,3 +83,4 @@ if ! { "${apt[@]}" update && "${apt[@]}" install --no-install-recommends "${miss
 fi
 rm -f "$log"
 echo "setup.sh: done"
+python_packages
