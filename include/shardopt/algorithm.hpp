@@ -44,19 +44,19 @@ using Kokkos::Experimental::sqrt;
 
 /// @brief max(a, b) that propagates NaN like torch.maximum.
 template <class T>
-KOKKOS_INLINE_FUNCTION T maximum(T a, T b) {
+KOKKOS_FORCEINLINE_FUNCTION T maximum(T a, T b) {
   return a != a ? a : (b != b ? b : (a > b ? a : b));
 }
 
 /// @brief torch's lerp: start + weight * (end - start), computed as torch does for weight >= 0.5 too.
 template <class T>
-KOKKOS_INLINE_FUNCTION T lerp(T start, T end, T weight) {
+KOKKOS_FORCEINLINE_FUNCTION T lerp(T start, T end, T weight) {
   return weight < T(0.5) ? start + weight * (end - start) : end - (end - start) * (T(1) - weight);
 }
 
 /// @brief -1, 0 or 1 like torch.sign (0 for 0 and -0; NaN stays NaN).
 template <class T>
-KOKKOS_INLINE_FUNCTION T sign(T x) {
+KOKKOS_FORCEINLINE_FUNCTION T sign(T x) {
   return x > T(0) ? T(1) : (x < T(0) ? T(-1) : x);
 }
 }  // namespace math

@@ -176,6 +176,10 @@ consteval bool check_algorithm() {
   return Algorithm<A>;
 }
 
+// A Comm whose collectives only work on host memory (comm::Mpi).
+template <class C>
+concept host_memory_comm = requires { C::host_memory_only; } && static_cast<bool>(C::host_memory_only);
+
 // Stand-ins that keep a wrong Algo from cascading into further errors after its one message.
 struct invalid_policy_options {};
 template <class A>

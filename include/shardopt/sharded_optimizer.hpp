@@ -14,6 +14,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <climits>
 #include <exception>
 #include <memory>
 #include <new>
@@ -65,6 +66,10 @@ class ShardedOptimizer {
   static constexpr bool layout_ok_ = detail::check_layout<Layout>();
   static constexpr bool comm_ok_ = detail::check_communicator<Comm>();
   static constexpr bool valid_ = algo_ok_ && layout_ok_ && comm_ok_;
+  static_assert(!detail::host_memory_comm<Comm> ||
+                    Kokkos::SpaceAccessibility<Kokkos::HostSpace, typename ExecSpace::memory_space>::accessible,
+                "ShardedOptimizer<Algo, Layout, Comm, ExecSpace>: this Comm reduces in host memory (host_memory_only), but "
+                "ExecSpace's memory is not host-accessible: use comm::Nccl for CUDA memory, or a host execution space.");
 
  public:
   using algorithm_type = Algo;                          ///< the Algo policy
@@ -518,6 +523,10 @@ class ShardedOptimizer {
   const ExecSpace& execution_space_instance() const noexcept { return exec_; }
 
  private:
+  // The layout's strategy; on one process every layout steps the tensors in place (nothing to
+  // reduce or gather, so no packing either).
+  Strategy strategy() const noexcept { return comm_.size() == 1 ? Strategy::local : Layout::strategy; }
+
   enum class Dtype { float32, float64 };
   template <class T>
   static constexpr Dtype dtype_of() {
@@ -671,7 +680,7 @@ class ShardedOptimizer {
       for (std::size_t i = 0; i < params_.size(); ++i)
         for (std::size_t k = 0; k < num_slots; ++k) {
           if (params_[i].dtype != dtype_of<T>() || !params_[i].initialized[k]) continue;
-          const bool packed = Layout::strategy != Strategy::local && params_[i].shards.empty();
+          const bool packed = strategy() != Strategy::local && params_[i].shards.empty();
           if (packed) {
             kept[i][k] = gather_param<T>(plan, i, k);  // collective: every rank takes this branch
           } else if (plan.state[k].size() > 0) {
@@ -712,7 +721,7 @@ class ShardedOptimizer {
     for (std::size_t i = 0; i < params_.size(); ++i) {
       const auto& prm = params_[i];
       if (prm.dtype != dtype_of<T>()) continue;
-      if (Layout::strategy == Strategy::local || !prm.shards.empty()) {
+      if (strategy() == Strategy::local || !prm.shards.empty()) {
         for (std::size_t j = 0; j < prm.pieces.size(); ++j)
           if (prm.pieces[j].numel > 0) plan.state_runs.push_back({i, false, j, 0, 0, static_cast<std::int64_t>(prm.pieces[j].numel), 0});
       } else {
@@ -732,13 +741,13 @@ class ShardedOptimizer {
           const std::int64_t len = std::min(r.length - done, part_end - at);
           const PackRun piece{whole[r.tensor], r.src + done, at, len};
           plan.runs.push_back(piece);
-          const bool owned = Layout::strategy == Strategy::all_reduce || (at >= mine_begin && at < mine_end);
+          const bool owned = strategy() == Strategy::all_reduce || (at >= mine_begin && at < mine_end);
           if (owned) plan.state_runs.push_back({piece.tensor, true, 0, piece.src, piece.dst, len, 0});
           done += len;
         }
       }
       plan.buffer = Kokkos::View<T*, memory_space>("shardopt::packed", static_cast<std::size_t>(packing.part_size * p));
-      if (Layout::strategy == Strategy::partitioned)
+      if (strategy() == Strategy::partitioned)
         plan.reduced = Kokkos::View<T*, memory_space>("shardopt::reduced", static_cast<std::size_t>(packing.part_size));
     }
     // State: owned packed runs in packed order (contiguous for a flat partition), then local runs.
@@ -793,27 +802,37 @@ class ShardedOptimizer {
     init_state(plan);
     T* buf = plan.buffer.data();
     const bool has_packed = !plan.runs.empty();
-    if (has_packed && Layout::strategy == Strategy::all_reduce) {
+    if (has_packed && strategy() == Strategy::all_reduce) {
       detail::copy_runs(exec_, plan.pack_grads);
       comm_.all_reduce(std::span<T>(buf, part * p), ReduceOp::sum);
-    } else if (has_packed && Layout::strategy == Strategy::partitioned) {
+    } else if (has_packed && strategy() == Strategy::partitioned) {
       detail::copy_runs(exec_, plan.pack_grads);
       comm_.reduce_scatter(std::span<const T>(buf, part * p), std::span<T>(plan.reduced.data(), part), ReduceOp::sum);
       detail::copy_runs(exec_, plan.pack_mine);
     }
     const T divisor = Layout::reduction == Reduction::mean ? static_cast<T>(p) : T(1);
     std::vector<detail::Segment<T, num_slots, Scalars<T>>> segs;
+    segs.reserve(plan.state_runs.size());
+    // The scalars of a (group, step) pair, computed once: parameters usually share both.
+    std::size_t last_group = SIZE_MAX;
+    std::int64_t last_step = -1;
+    Scalars<T> last{};
     for (const auto& r : plan.state_runs) {
       const auto& prm = params_[r.param];
       if (!prm.grad_present) continue;
       detail::Segment<T, num_slots, Scalars<T>> s{};
       s.size = static_cast<std::size_t>(r.length);
-      s.scalars = Algo::template prepare<T>(groups_[prm.group].options, prm.step + 1);
+      if (prm.group != last_group || prm.step != last_step) {
+        last = Algo::template prepare<T>(groups_[prm.group].options, prm.step + 1);
+        last_group = prm.group;
+        last_step = prm.step;
+      }
+      s.scalars = last;
       s.grad_divisor = T(1);
       if (!r.packed) {
         s.param = static_cast<T*>(prm.pieces[r.piece].value);
         s.grad = static_cast<const T*>(prm.pieces[r.piece].grad);
-      } else if (Layout::strategy == Strategy::all_reduce) {
+      } else if (strategy() == Strategy::all_reduce) {
         s.param = static_cast<T*>(prm.pieces[0].value) + r.src;
         s.grad = buf + r.dst;
         s.grad_divisor = divisor;
@@ -826,7 +845,7 @@ class ShardedOptimizer {
       segs.push_back(s);
     }
     detail::fused_update<Algo, T, num_slots>(exec_, segs, workspace_);
-    if (has_packed && Layout::strategy == Strategy::partitioned) {
+    if (has_packed && strategy() == Strategy::partitioned) {
       comm_.all_gather(std::span<const T>(buf + me * part, part), std::span<T>(buf, part * p));
       detail::copy_runs(exec_, plan.unpack);
     }
@@ -935,7 +954,7 @@ class ShardedOptimizer {
   // Whether this rank writes run r to a checkpoint: each element is written by exactly one rank.
   bool writes(std::size_t i, const StateRun& r) const {
     if (!params_[i].shards.empty()) return true;  // shards tile the tensor: the holder writes
-    if (r.packed && Layout::strategy == Strategy::partitioned) return true;  // the owner
+    if (r.packed && strategy() == Strategy::partitioned) return true;  // the owner
     return comm_.rank() == 0;                                                // copies: rank 0
   }
   std::int64_t numel_of(std::size_t i) const {

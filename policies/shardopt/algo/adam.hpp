@@ -99,7 +99,7 @@ struct Adam {
   }
   /// The update of one element.
   template <class T, class S = Scalars<T>>
-  KOKKOS_INLINE_FUNCTION static void update(const S& s, T& p, T g, StateSlots<T, 3> st) {
+  KOKKOS_FORCEINLINE_FUNCTION static void update(const S& s, T& p, T g, StateSlots<T, 3> st) {
     if (s.maximize) g = -g;
     if (s.has_weight_decay) {
       if (s.decoupled) p = p * s.decay;

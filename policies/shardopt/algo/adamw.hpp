@@ -48,7 +48,7 @@ struct AdamW {
   }
   /// The update of one element.
   template <class T, class S = Scalars<T>>
-  KOKKOS_INLINE_FUNCTION static void update(const S& s, T& p, T g, StateSlots<T, 3> st) {
+  KOKKOS_FORCEINLINE_FUNCTION static void update(const S& s, T& p, T g, StateSlots<T, 3> st) {
     Adam::update<T>(s, p, g, st);
   }
   /// Calls `body` with the flags fixed at compile time (see Adam::with_fixed_flags()).

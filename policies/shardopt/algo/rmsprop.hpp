@@ -96,7 +96,7 @@ struct RMSprop {
   }
   /// The update of one element.
   template <class T, class S = Scalars<T>>
-  KOKKOS_INLINE_FUNCTION static void update(const S& s, T& p, T g, StateSlots<T, 3> st) {
+  KOKKOS_FORCEINLINE_FUNCTION static void update(const S& s, T& p, T g, StateSlots<T, 3> st) {
     if (s.maximize) g = -g;
     if (s.has_weight_decay) g = g + s.weight_decay * p;
     T& square_avg = st[0];

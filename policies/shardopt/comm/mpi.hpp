@@ -75,6 +75,8 @@ class Mpi {
  public:
   using communicator_category = communicator_tag;  ///< declares this type a communicator
   static constexpr std::string_view name = "Mpi";  ///< shown in messages
+  /// Reductions run on the host: buffers must be in host-accessible memory (use comm::Nccl on GPUs).
+  static constexpr bool host_memory_only = true;
 
   /// Duplicates `comm` (a collective call on `comm`). MPI must be initialized.
   explicit Mpi(MPI_Comm comm) : state_(std::make_shared<State>()) {
