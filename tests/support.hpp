@@ -17,6 +17,21 @@ inline double gradient_value(std::int64_t t, std::int64_t i, std::int64_t k) {
   return (static_cast<double>(((i + 17 * t) * 53 + k * 29 + 7) % 97) / 48.0 - 1.0) * 0.5;
 }
 
+// Options that exercise each algorithm's state (momentum, amsgrad, centered, weight decay, lr decay,
+// a non-zero initial accumulator).
+template <class Algo>
+typename Algo::Options rich_options() {
+  typename Algo::Options o;
+  shardopt::set_option<Algo>(o, "lr", 0.05);
+  shardopt::set_option<Algo>(o, "weight_decay", 0.1);
+  shardopt::set_option<Algo>(o, "momentum", 0.9);
+  shardopt::set_option<Algo>(o, "amsgrad", 1);
+  shardopt::set_option<Algo>(o, "centered", 1);
+  shardopt::set_option<Algo>(o, "lr_decay", 0.01);
+  shardopt::set_option<Algo>(o, "initial_accumulator_value", 0.1);
+  return o;
+}
+
 template <class T, class View>
 std::vector<T> to_host(const View& v) {
   std::vector<T> out(v.size());

@@ -105,6 +105,19 @@ std::string join(const nlohmann::json& header, const std::string& data) {
   return out + text + data;
 }
 
+// A model stepped once and its checkpoint: the file's bytes and its header length.
+struct Saved {
+  std::string file;
+  std::uint64_t header = 0;
+};
+Saved save_once(Model& m, const Dir& dir) {
+  m.step(1);
+  m.opt.save((dir.path / "good").string());
+  Saved s{read_file(dir.path / "good")};
+  std::memcpy(&s.header, s.file.data(), 8);
+  return s;
+}
+
 // Loading `bytes` must fail with shardopt::Error whose message contains `phrase`, changing nothing.
 void expect_rejected(Model& m, const fs::path& p, const std::string& bytes, const std::string& phrase) {
   write_file(p, bytes);
@@ -124,11 +137,7 @@ BOOST_AUTO_TEST_SUITE(checkpoint_files)
 BOOST_AUTO_TEST_CASE(truncated_files_are_rejected) {
   Dir dir;
   Model m;
-  m.step(1);
-  m.opt.save((dir.path / "good").string());
-  const std::string good = read_file(dir.path / "good");
-  std::uint64_t n = 0;
-  std::memcpy(&n, good.data(), 8);
+  const auto [good, n] = save_once(m, dir);
   m.step(2);
   const std::vector<std::pair<std::size_t, std::string>> cuts = {
       {0, "fewer than the 8-byte"},           {3, "fewer than the 8-byte"},
@@ -145,9 +154,7 @@ BOOST_AUTO_TEST_CASE(truncated_files_are_rejected) {
 BOOST_AUTO_TEST_CASE(headers_that_lie_are_rejected) {
   Dir dir;
   Model m;
-  m.step(1);
-  m.opt.save((dir.path / "good").string());
-  const std::string good = read_file(dir.path / "good");
+  const std::string good = save_once(m, dir).file;
   const auto [header, data] = split(good);
   const fs::path bad = dir.path / "bad";
 
@@ -207,11 +214,7 @@ BOOST_AUTO_TEST_CASE(headers_that_lie_are_rejected) {
 BOOST_AUTO_TEST_CASE(flipped_header_bytes_never_crash) {
   Dir dir;
   Model m;
-  m.step(1);
-  m.opt.save((dir.path / "good").string());
-  const std::string good = read_file(dir.path / "good");
-  std::uint64_t n = 0;
-  std::memcpy(&n, good.data(), 8);
+  const auto [good, n] = save_once(m, dir);
   std::size_t rejected = 0, accepted = 0;
   for (std::size_t at = 0; at < 8 + n; ++at) {
     std::string bad = good;

@@ -47,18 +47,6 @@ std::vector<T> combined_gradient(std::size_t t, int p, int k, so::Reduction red)
   return acc;
 }
 
-template <class Algo>
-typename Algo::Options rich_options() {
-  typename Algo::Options o;
-  so::set_option<Algo>(o, "lr", 0.05);
-  so::set_option<Algo>(o, "weight_decay", 0.1);
-  so::set_option<Algo>(o, "momentum", 0.9);
-  so::set_option<Algo>(o, "amsgrad", 1);
-  so::set_option<Algo>(o, "centered", 1);
-  so::set_option<Algo>(o, "lr_decay", 0.01);
-  so::set_option<Algo>(o, "initial_accumulator_value", 0.1);
-  return o;
-}
 
 // Registers `shapes` as views of a given element type, named t0, t1, ...
 template <class T>
@@ -93,7 +81,7 @@ template <class Algo, class Layout, class T = float>
 void same_bits_as_one_process(int steps = 20) {
   Mpi comm = world();
   const int p = comm.size(), r = comm.rank();
-  const auto o = rich_options<Algo>();
+  const auto o = test::rich_options<Algo>();
   so::ShardedOptimizer<Algo, Layout, Mpi> sharded(comm, o);
   so::ShardedOptimizer<Algo, layout::Replicated, Serial> single(Serial{}, o);
   Tensors<T> mine, ref;

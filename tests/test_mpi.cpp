@@ -47,18 +47,6 @@ std::int64_t global_index(const so::ShardMetadata& m, const std::vector<std::int
   return g;
 }
 
-// Options that exercise each algorithm's state (momentum, amsgrad, centered, weight decay).
-template <class Algo>
-typename Algo::Options rich_options() {
-  typename Algo::Options o;
-  so::set_option<Algo>(o, "lr", 0.05);
-  so::set_option<Algo>(o, "weight_decay", 0.1);
-  so::set_option<Algo>(o, "momentum", 0.9);
-  so::set_option<Algo>(o, "amsgrad", 1);
-  so::set_option<Algo>(o, "centered", 1);
-  so::set_option<Algo>(o, "lr_decay", 0.01);
-  return o;
-}
 
 using Algorithms = std::tuple<so::algo::SGD, so::algo::Adagrad, so::algo::Adam, so::algo::AdamW, so::algo::RMSprop>;
 
@@ -125,7 +113,7 @@ void sharded_equals_whole() {
   Mpi comm = world();
   const int p = comm.size();
   const std::vector<std::int64_t> shape{7, 5};
-  const auto o = rich_options<Algo>();
+  const auto o = test::rich_options<Algo>();
   // Shards: rows (ChunkShardingSpec dim 0), columns (dim 1), and uneven rows placed in reverse.
   std::vector<so::ShardMetadata> uneven;
   for (std::int64_t q = 0, row = 0; q < p; ++q) {
