@@ -415,7 +415,8 @@ class ShardedOptimizer {
   /// Each state slot is stored as its global tensor `state.<name>.<slot>` (the parameter's dtype),
   /// each step count as the int64 scalar `state.<name>.step`; the algorithm and the param groups
   /// (options and names) are in the header's `__metadata__`. Every rank writes the elements it
-  /// keeps directly at their offsets. The write is atomic: a temporary file next to `path` is
+  /// keeps directly at their offsets (with MPI-IO where the Comm offers `open_shared`, as comm::Mpi
+  /// does; with pwrite otherwise). The write is atomic: a temporary file next to `path` is
   /// written, flushed and fsynced, then renamed over `path`; a crash at any point leaves the
   /// previous file intact. Stale temporary files of earlier interrupted saves are removed.
   /// PyTorch reads the file with `safetensors` (see scripts/torch_interop.py).
@@ -452,8 +453,7 @@ class ShardedOptimizer {
       checkpoint_hook("header_written");
       f.close();
     });
-    io_phase(detail::Op::save, cleanup, [&] {
-      detail::st::File f(tmp, O_WRONLY);
+    auto write_all = [&](auto& f) {
       for (std::size_t i = 0; i < params_.size(); ++i)
         for (std::size_t k = 0; k < num_slots; ++k) {
           if (!params_[i].initialized[k]) continue;
@@ -462,8 +462,32 @@ class ShardedOptimizer {
           else write_owned<double>(f, i, k, layout.header.data_start + t.begin);
         }
       checkpoint_hook("before_fsync");
-      f.sync();
-      f.close();
+    };
+    io_phase(detail::Op::save, cleanup, [&] {
+      if constexpr (requires { comm_.open_shared(tmp); }) {
+        // MPI-IO: a collective open, each rank's writes, then a collective sync and close that
+        // every rank reaches even if its own writes failed (the failure is raised after them).
+        auto f = comm_.open_shared(tmp);
+        std::exception_ptr failed;
+        try {
+          write_all(f);
+        } catch (...) {
+          failed = std::current_exception();
+        }
+        for (auto collective : {&decltype(f)::sync, &decltype(f)::close}) {
+          try {
+            (f.*collective)();
+          } catch (...) {
+            if (!failed) failed = std::current_exception();
+          }
+        }
+        if (failed) std::rethrow_exception(failed);
+      } else {
+        detail::st::File f(tmp, O_WRONLY);
+        write_all(f);
+        f.sync();
+        f.close();
+      }
     });
     io_phase(detail::Op::save, cleanup, [&] {
       if (!root) return;
@@ -1262,8 +1286,8 @@ class ShardedOptimizer {
     return f;
   }
 
-  template <class T>
-  void write_owned(detail::st::File& f, std::size_t i, std::size_t k, std::uint64_t base) const {
+  template <class T, class File>
+  void write_owned(File& f, std::size_t i, std::size_t k, std::uint64_t base) const {
     const auto& plan = plan_of<T>();
     for (const auto& r : state_runs_of(plan, i)) {
       if (!writes(i, r)) continue;

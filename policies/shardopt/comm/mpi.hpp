@@ -172,6 +172,61 @@ class Mpi {
                       "MPI_Bcast");
     count(detail::broadcast_bytes(buffer.size_bytes(), size()));
   }
+  /// @brief A file every rank of the communicator opened with MPI-IO, as ShardedOptimizer::save()
+  /// uses it: independent writes at explicit offsets, then a collective sync and close.
+  class SharedFile {
+   public:
+    SharedFile(const SharedFile&) = delete;
+    SharedFile& operator=(const SharedFile&) = delete;
+    SharedFile(SharedFile&& o) noexcept : file_(o.file_), path_(std::move(o.path_)) { o.file_ = MPI_FILE_NULL; }
+    SharedFile& operator=(SharedFile&&) = delete;
+    ~SharedFile() {
+      if (file_ != MPI_FILE_NULL) MPI_File_close(&file_);  // only after an exception: collective
+    }
+    /// Writes `bytes` bytes at `offset` (independent: any number of calls per rank).
+    void write_at(const void* data, std::uint64_t bytes, std::uint64_t offset) {
+      const char* p = static_cast<const char*>(data);
+      while (bytes > 0) {
+        const int n = static_cast<int>(std::min<std::uint64_t>(bytes, 1u << 30));
+        MPI_Status status;
+        if (MPI_File_write_at(file_, static_cast<MPI_Offset>(offset), p, n, MPI_BYTE, &status) != MPI_SUCCESS)
+          throw IoError("checkpoint '" + path_ + "': MPI_File_write_at failed");
+        p += n, bytes -= static_cast<std::uint64_t>(n), offset += static_cast<std::uint64_t>(n);
+      }
+    }
+    /// Flushes every rank's writes to storage (collective).
+    void sync() {
+      if (MPI_File_sync(file_) != MPI_SUCCESS) throw IoError("checkpoint '" + path_ + "': MPI_File_sync failed");
+    }
+    /// Closes the file (collective).
+    void close() {
+      if (MPI_File_close(&file_) != MPI_SUCCESS) throw IoError("checkpoint '" + path_ + "': MPI_File_close failed");
+      file_ = MPI_FILE_NULL;
+    }
+
+   private:
+    friend class Mpi;
+    SharedFile(MPI_File f, std::string path) : file_(f), path_(std::move(path)) {}
+    MPI_File file_ = MPI_FILE_NULL;
+    std::string path_;
+  };
+
+  /// @brief Opens an existing file for writing on every rank with MPI-IO (collective). Fails on
+  /// every rank if it fails on any.
+  SharedFile open_shared(const std::string& path) {
+    MPI_File f = MPI_FILE_NULL;
+    const int rc = MPI_File_open(native(), path.c_str(), MPI_MODE_WRONLY, MPI_INFO_NULL, &f);
+    int failed = rc != MPI_SUCCESS ? 1 : 0;
+    detail_mpi::check(MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, native()), "MPI_Allreduce");
+    if (failed) {
+      if (rc == MPI_SUCCESS) MPI_File_close(&f);
+      char text[MPI_MAX_ERROR_STRING] = {};
+      int len = 0;
+      if (rc != MPI_SUCCESS) MPI_Error_string(rc, text, &len);
+      throw IoError("checkpoint '" + path + "': MPI_File_open failed" + (len ? std::string(": ") + text : std::string(" on another rank")));
+    }
+    return SharedFile(f, path);
+  }
   /// Waits for every rank.
   void barrier() {
     if (size() > 1) detail_mpi::check(MPI_Barrier(native()), "MPI_Barrier");
