@@ -785,9 +785,12 @@ class ShardedOptimizer {
     for (const auto& r : plan.runs) {
       const auto& pc = params_[r.tensor].pieces[0];
       plan.pack_grads.push_back({buf + r.dst, static_cast<const T*>(pc.grad) + r.src, static_cast<std::size_t>(r.length)});
-      plan.unpack.push_back({static_cast<T*>(pc.value) + r.src, buf + r.dst, static_cast<std::size_t>(r.length)});
+      // This rank's part is updated in the parameters themselves and copied into the buffer for
+      // the all-gather; the other parts come back from it.
       if (r.dst >= me * plan.part_size && r.dst < (me + 1) * plan.part_size)
         plan.pack_mine.push_back({buf + r.dst, static_cast<const T*>(pc.value) + r.src, static_cast<std::size_t>(r.length)});
+      else
+        plan.unpack.push_back({static_cast<T*>(pc.value) + r.src, buf + r.dst, static_cast<std::size_t>(r.length)});
     }
     return plan;
   }
@@ -832,7 +835,6 @@ class ShardedOptimizer {
     } else if (has_packed && strategy() == Strategy::partitioned) {
       detail::copy_runs(exec_, plan.pack_grads);
       comm_.reduce_scatter(std::span<const T>(buf, part * p), std::span<T>(plan.reduced.data(), part), ReduceOp::sum);
-      detail::copy_runs(exec_, plan.pack_mine);
     }
     const T divisor = Layout::reduction == Reduction::mean ? static_cast<T>(p) : T(1);
     std::vector<detail::Segment<T, num_slots, Scalars<T>>> segs;
@@ -861,7 +863,7 @@ class ShardedOptimizer {
         s.grad = buf + r.dst;
         s.grad_divisor = divisor;
       } else {
-        s.param = buf + r.dst;
+        s.param = static_cast<T*>(prm.pieces[0].value) + r.src;
         s.grad = plan.reduced.data() + (r.dst - me * plan.part_size);
         s.grad_divisor = divisor;
       }
@@ -870,6 +872,7 @@ class ShardedOptimizer {
     }
     detail::fused_update<Algo, T, num_slots>(exec_, segs, workspace_);
     if (has_packed && strategy() == Strategy::partitioned) {
+      detail::copy_runs(exec_, plan.pack_mine);
       comm_.all_gather(std::span<const T>(buf + me * part, part), std::span<T>(buf, part * p));
       detail::copy_runs(exec_, plan.unpack);
     }
