@@ -178,6 +178,7 @@ class Mpi {
    public:
     SharedFile(const SharedFile&) = delete;
     SharedFile& operator=(const SharedFile&) = delete;
+    /// Takes the file over from `o`.
     SharedFile(SharedFile&& o) noexcept : file_(o.file_), path_(std::move(o.path_)) { o.file_ = MPI_FILE_NULL; }
     SharedFile& operator=(SharedFile&&) = delete;
     ~SharedFile() {
