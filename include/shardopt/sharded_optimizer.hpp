@@ -753,6 +753,14 @@ class ShardedOptimizer {
         infos.push_back(TensorInfo{prm.shape});
       }
     }
+    if (Layout::strategy != Strategy::local && strategy() == Strategy::local) {
+      // One process steps in place, but a user's layout still gets its packing checked here
+      // rather than first at scale.
+      std::vector<TensorInfo> all;
+      for (const auto& prm : params_)
+        if (prm.dtype == dtype_of<T>() && prm.shards.empty()) all.push_back(TensorInfo{prm.shape});
+      if (!all.empty()) validate_packing(Layout::pack(std::span<const TensorInfo>(all), p), all, p);
+    }
     if (!whole.empty()) {
       const Packing packing = Layout::pack(std::span<const TensorInfo>(infos), p);
       validate_packing(packing, infos, p);
