@@ -49,11 +49,14 @@ try:
     import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
+
+    # The input formulas (also those of tests/support.hpp), shared with the golden data.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from make_golden import SHAPES, gradient, initial_param  # noqa: E402
 except ImportError as exc:  # the ctest registers 77 as "skipped"
     print("torch_interop: skipped: cannot import torch or safetensors (%s)" % exc)
     sys.exit(SKIP)
 
-SHAPES = [(5,), (2, 3), (2, 1, 2)]
 NAMES = ["t0", "t1", "t2"]
 N_STEPS, M_STEPS = 3, 3
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -91,21 +94,6 @@ class Failure(Exception):
 
 class ToolError(Exception):
     pass
-
-
-# ---- inputs (the formulas of scripts/make_golden.py and tests/support.hpp) ----------------------
-
-def make_tensor(t, dtype, value_of_index):
-    vals = [value_of_index(i + 17 * t) for i in range(math.prod(SHAPES[t]))]
-    return torch.tensor(vals, dtype=torch.float64).to(dtype).reshape(SHAPES[t])
-
-
-def initial_param(t, dtype):
-    return make_tensor(t, dtype, lambda j: ((j * 37 + 11) % 101) / 50.0 - 1.0)
-
-
-def gradient(k, t, dtype):
-    return make_tensor(t, dtype, lambda j: (((j * 53 + k * 29 + 7) % 97) / 48.0 - 1.0) * 0.5)
 
 
 # ---- options ------------------------------------------------------------------------------------
