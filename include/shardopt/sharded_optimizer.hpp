@@ -320,8 +320,7 @@ class ShardedOptimizer {
   }
   /// Number of runs of state this rank keeps for `name` (see local_state()).
   std::size_t local_state_runs(const std::string& name) const {
-    const std::size_t i = index_of(name, "local_state_runs");
-    return params_[i].dtype == Dtype::float32 ? state_runs_of(plan_f32_, i).size() : state_runs_of(plan_f64_, i).size();
+    return runs_of(index_of(name, "local_state_runs")).size();
   }
 
   /// @brief The whole of state slot `slot` of parameter `name` as a row-major global tensor, on every
@@ -1360,7 +1359,8 @@ class ShardedOptimizer {
       if (!with_step.count(name)) detail::st::fail(path, "tensor state." + name + ".step is missing");
     return sd;
   }
-  // Fills in dtype and shape of parameters whose file entry has only a step (no slot yet).
+  // The values of every slot the file holds for this rank's state runs, as stage_from_dict() gives
+  // them, read from the file (only the elements this rank keeps).
   std::vector<std::vector<double>> stage_from_file(const detail::st::File& f, const detail::st::Header& h) const {
     std::vector<std::vector<double>> staged(params_.size() * num_slots);
     for (std::size_t i = 0; i < params_.size(); ++i)
