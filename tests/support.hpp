@@ -36,14 +36,14 @@ template <class T, class View>
 std::vector<T> to_host(const View& v) {
   std::vector<T> out(v.size());
   Kokkos::deep_copy(Kokkos::View<T*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(out.data(), out.size()),
-                    Kokkos::View<const T*, typename View::memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(v.data(), v.size()));
+                    Kokkos::View<T*, typename View::memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(const_cast<T*>(v.data()), v.size()));
   return out;
 }
 
 template <class T, class View>
 void from_host(const View& v, const std::vector<T>& data) {
   Kokkos::deep_copy(Kokkos::View<T*, typename View::memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(v.data(), v.size()),
-                    Kokkos::View<const T*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(data.data(), data.size()));
+                    Kokkos::View<T*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(const_cast<T*>(data.data()), data.size()));
 }
 
 // Distance in units in the last place (0 for equal values, also +0/-0; huge for NaN vs number).

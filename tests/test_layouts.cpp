@@ -48,10 +48,10 @@ std::vector<T> combined_gradient(std::size_t t, int p, int k, so::Reduction red)
 }
 
 
-// Registers `shapes` as views of a given element type, named t0, t1, ...
-template <class T>
+// Registers `shapes` as views of a given element type (in memory space `M`), named t0, t1, ...
+template <class T, class M = Kokkos::DefaultExecutionSpace::memory_space>
 struct Tensors {
-  std::vector<Kokkos::View<T*>> value, grad;
+  std::vector<Kokkos::View<T*, M>> value, grad;
   Tensors() {
     for (std::size_t t = 0; t < shapes.size(); ++t) {
       value.emplace_back("value", numel(shapes[t]));
@@ -69,26 +69,30 @@ struct Tensors {
       using U = Kokkos::MemoryTraits<Kokkos::Unmanaged>;
       if (s.size() == 1) opt.add_param(name, value[t], grad[t]);
       else if (s.size() == 2)
-        opt.add_param(name, Kokkos::View<T**, U>(value[t].data(), s[0], s[1]), Kokkos::View<T**, U>(grad[t].data(), s[0], s[1]));
+        opt.add_param(name, Kokkos::View<T**, M, U>(value[t].data(), s[0], s[1]), Kokkos::View<T**, M, U>(grad[t].data(), s[0], s[1]));
       else
-        opt.add_param(name, Kokkos::View<T***, U>(value[t].data(), s[0], s[1], s[2]),
-                      Kokkos::View<T***, U>(grad[t].data(), s[0], s[1], s[2]));
+        opt.add_param(name, Kokkos::View<T***, M, U>(value[t].data(), s[0], s[1], s[2]),
+                      Kokkos::View<T***, M, U>(grad[t].data(), s[0], s[1], s[2]));
     }
   }
 };
 
-template <class Algo, class Layout, class T = float>
+// `Device` is where the sharded optimizer runs and keeps everything (the reference stays on the host);
+// `C` its communicator.
+template <class Algo, class Layout, class T = float, class Device = Kokkos::DefaultExecutionSpace, class C = Mpi>
 void same_bits_as_one_process(int steps = 20) {
-  Mpi comm = world();
+  using M = typename Device::memory_space;
+  C comm(MPI_COMM_WORLD);
   const int p = comm.size(), r = comm.rank();
   const auto o = test::rich_options<Algo>();
-  so::ShardedOptimizer<Algo, Layout, Mpi> sharded(comm, o);
+  so::ShardedOptimizer<Algo, Layout, C, Device> sharded(comm, o);
   so::ShardedOptimizer<Algo, layout::Replicated, Serial> single(Serial{}, o);
-  Tensors<T> mine, ref;
+  Tensors<T, M> mine;
+  Tensors<T> ref;
   mine.register_in(sharded);
   ref.register_in(single);
   // A user-sharded tensor mixed in: keeps its own sharding, stepped with its own gradient.
-  auto st = so::ShardedTensor<T>::chunk(comm, {5, 2}, 0);
+  auto st = so::ShardedTensor<T, M>::chunk(comm, {5, 2}, 0);
   Kokkos::View<T**> st_whole("st_whole", 5, 2), st_grad("st_grad", 5, 2);
   sharded.add_param("sharded", st);
   single.add_param("sharded", st_whole, st_grad);
@@ -152,6 +156,54 @@ BOOST_AUTO_TEST_CASE(double_and_summed_gradients) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+#if __has_include(<Kokkos_LogicalSpaces.hpp>)
+// Nothing may assume host memory. DeviceLike is host memory underneath, but a distinct Kokkos memory
+// space for which the optimizer takes its device path (emulate_device): tables uploaded to the memory
+// space, team kernels, state staged with deep_copy. A View made in HostSpace where memory_space
+// belongs would not compile, and a host-only assumption on the device path would give other bits
+// than the host path.
+namespace {
+struct DeviceLikeName {
+  static constexpr const char* get_name() { return "shardopt_test_DeviceLike"; }
+};
+using DeviceLike = Kokkos::Experimental::LogicalMemorySpace<Kokkos::HostSpace, Kokkos::DefaultHostExecutionSpace, DeviceLikeName,
+                                                            Kokkos::Experimental::LogicalSpaceSharesAccess::shared_access>;
+using OnDeviceLike = Kokkos::Device<Kokkos::DefaultHostExecutionSpace, DeviceLike>;
+static_assert(!std::is_same_v<DeviceLike, Kokkos::HostSpace>);
+}  // namespace
+template <>
+inline constexpr bool shardopt::detail::emulate_device<DeviceLike> = true;
+// Kokkos 3.4 finds two equally good answers for anonymous views of a logical space: say it once.
+template <>
+struct Kokkos::Impl::MemorySpaceAccess<Kokkos::AnonymousSpace, DeviceLike> {
+  enum : bool { assignable = true, accessible = true, deepcopy = true };
+};
+template <>
+struct Kokkos::Impl::MemorySpaceAccess<DeviceLike, Kokkos::AnonymousSpace> {
+  enum : bool { assignable = true, accessible = true, deepcopy = true };
+};
+namespace {
+static_assert(!so::detail::host_path<Kokkos::DefaultHostExecutionSpace, DeviceLike>);
+
+// comm::Mpi standing in for a device communicator such as comm::Nccl (the memory is host memory underneath).
+struct DeviceMpi : Mpi {
+  using Mpi::Mpi;
+  static constexpr bool host_memory_only = false;
+};
+using DeviceLikeCases = std::tuple<Case<so::algo::Adam, layout::FlatPartition>, Case<so::algo::SGD, layout::ChunkRows>,
+                                   Case<so::algo::RMSprop, layout::DataParallel>, Case<so::algo::AdamW, layout::ChunkCols>>;
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(distinct_memory_space)
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(device_path_gives_the_host_bits, C, DeviceLikeCases) {
+  same_bits_as_one_process<typename C::Algo, typename C::Layout, float, OnDeviceLike, DeviceMpi>(6);
+  same_bits_as_one_process<typename C::Algo, typename C::Layout, double, OnDeviceLike, DeviceMpi>(3);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+#endif
 
 BOOST_AUTO_TEST_SUITE(memory_and_volume)
 

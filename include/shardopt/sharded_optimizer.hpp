@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <climits>
 #include <exception>
+#include <map>
 #include <memory>
 #include <new>
 #include <span>
@@ -45,8 +46,9 @@ namespace shardopt {
 /// @tparam Layout which part of the optimizer state each rank owns and what a step communicates
 ///         (policies/shardopt/layout/): Replicated, or yours.
 /// @tparam Comm the communicator (policies/shardopt/comm/): Serial, Mpi, or yours.
-/// @tparam ExecSpace the Kokkos execution space the step runs in; parameters, gradients and state
-///         live in its memory space.
+/// @tparam ExecSpace the Kokkos execution space the step runs in (parameters, gradients and state
+///         live in its memory space), or a `Kokkos::Device<ExecutionSpace, MemorySpace>` to choose
+///         the memory space too (e.g. `Kokkos::Device<Kokkos::Cuda, Kokkos::CudaUVMSpace>`).
 ///
 /// Parameters are registered by name with add_param(); each belongs to a param group whose
 /// options apply to it. zero_grad() and step() follow torch.optim. Registration is local; step()
@@ -66,6 +68,10 @@ class ShardedOptimizer {
   static constexpr bool layout_ok_ = detail::check_layout<Layout>();
   static constexpr bool comm_ok_ = detail::check_communicator<Comm>();
   static constexpr bool valid_ = algo_ok_ && layout_ok_ && comm_ok_;
+  // Views in memory_space, or in memory the execution space can access.
+  template <class M>
+  static constexpr bool can_access =
+      std::is_same_v<M, typename ExecSpace::memory_space> || Kokkos::SpaceAccessibility<typename ExecSpace::execution_space, M>::accessible;
   static_assert(!detail::host_memory_comm<Comm> ||
                     Kokkos::SpaceAccessibility<Kokkos::HostSpace, typename ExecSpace::memory_space>::accessible,
                 "ShardedOptimizer<Algo, Layout, Comm, ExecSpace>: this Comm reduces in host memory (host_memory_only), but "
@@ -75,8 +81,9 @@ class ShardedOptimizer {
   using algorithm_type = Algo;                          ///< the Algo policy
   using layout_type = Layout;                           ///< the Layout policy
   using comm_type = Comm;                               ///< the Comm policy
-  using execution_space = ExecSpace;                    ///< where the step runs
-  using memory_space = typename ExecSpace::memory_space;  ///< where parameters and state live
+  using execution_space = typename ExecSpace::execution_space;  ///< where the step runs
+  using memory_space = typename ExecSpace::memory_space;        ///< where parameters and state live
+  using device_type = Kokkos::Device<execution_space, memory_space>;  ///< the two together
   using options_type = typename detail::safe_algorithm_traits<Algo>::options_type;  ///< the algorithm's options
   /// Number of state slots of the algorithm.
   static constexpr std::size_t num_slots = detail::safe_algorithm_traits<Algo>::num_slots;
@@ -95,7 +102,7 @@ class ShardedOptimizer {
 
   /// @brief Creates an optimizer with one param group (index 0) whose options are `defaults`.
   /// @throws InvalidArgument with torch's wording if an option is invalid.
-  explicit ShardedOptimizer(Comm comm, const options_type& defaults = {}, ExecSpace exec = ExecSpace())
+  explicit ShardedOptimizer(Comm comm, const options_type& defaults = {}, execution_space exec = execution_space())
       : comm_(std::move(comm)), exec_(std::move(exec)), defaults_(defaults) {
     if constexpr (valid_) Algo::validate(defaults);
     groups_.emplace_back();
@@ -147,8 +154,7 @@ class ShardedOptimizer {
                   "ShardedOptimizer::add_param: the parameter and its gradient must be views of the same rank, 1 to 4.");
     static_assert(std::is_same_v<typename PView::array_layout, typename GView::array_layout>,
                   "ShardedOptimizer::add_param: the parameter and its gradient must have the same array layout.");
-    static_assert(Kokkos::SpaceAccessibility<ExecSpace, typename PView::memory_space>::accessible &&
-                      Kokkos::SpaceAccessibility<ExecSpace, typename GView::memory_space>::accessible,
+    static_assert(can_access<typename PView::memory_space> && can_access<typename GView::memory_space>,
                   "ShardedOptimizer::add_param: the views must live in memory the optimizer's execution space can access.");
     const std::string where = "add_param(" + detail::quote(name) + "): ";
     check_new_name(name, group);
@@ -184,7 +190,7 @@ class ShardedOptimizer {
   void add_param(const std::string& name, const ShardedTensor<T, MS>& tensor, int group = 0) {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                   "ShardedOptimizer::add_param: the sharded tensor's element type must be float or double.");
-    static_assert(Kokkos::SpaceAccessibility<ExecSpace, MS>::accessible,
+    static_assert(can_access<MS>,
                   "ShardedOptimizer::add_param: the shards must live in memory the optimizer's execution space can access.");
     const std::string where = "add_param(" + detail::quote(name) + "): ";
     check_new_name(name, group);
@@ -543,7 +549,7 @@ class ShardedOptimizer {
   /// The communicator.
   Comm& comm() noexcept { return comm_; }
   /// The execution space instance.
-  const ExecSpace& execution_space_instance() const noexcept { return exec_; }
+  const execution_space& execution_space_instance() const noexcept { return exec_; }
 
  private:
   // The layout's strategy; on one process every layout steps the tensors in place (nothing to
@@ -586,12 +592,6 @@ class ShardedOptimizer {
     std::size_t piece;  // local runs
     std::int64_t src, dst, length, state_offset;
   };
-  template <class T>
-  struct Copy {
-    T* dst;
-    const T* src;
-    std::size_t length;
-  };
   // Everything a step of one element type needs, rebuilt when the registration changes.
   template <class T>
   struct Plan {
@@ -602,7 +602,8 @@ class ShardedOptimizer {
     std::int64_t state_size = 0;
     Kokkos::View<T*, memory_space> buffer, reduced;  // packed buffer (P parts) and this rank's reduced part
     std::array<Kokkos::View<T*, memory_space>, num_slots> state;
-    std::vector<Copy<T>> pack_grads, pack_mine, unpack;
+    // Gradients into the packed buffer; this rank's updated part into it; the other parts back out.
+    detail::CopyTable<T, execution_space, memory_space> pack_grads, pack_mine, unpack;
   };
 
   void check_new_name(const std::string& name, int group) const {
@@ -650,15 +651,16 @@ class ShardedOptimizer {
       if (r.param == param) out.push_back(r);
     return out;
   }
+  // (Sources are non-const views: Kokkos 3.4 cannot copy from const views into or out of some memory spaces.)
   template <class T>
   void copy_to_host(const T* device, std::vector<T>& host) const {
     Kokkos::deep_copy(Kokkos::View<T*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(host.data(), host.size()),
-                      Kokkos::View<const T*, memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(device, host.size()));
+                      Kokkos::View<T*, memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(const_cast<T*>(device), host.size()));
   }
   template <class T>
   void copy_from_host(T* device, const std::vector<T>& host) const {
     Kokkos::deep_copy(Kokkos::View<T*, memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(device, host.size()),
-                      Kokkos::View<const T*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(host.data(), host.size()));
+                      Kokkos::View<T*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(const_cast<T*>(host.data()), host.size()));
   }
 
   void validate_groups() const {
@@ -789,16 +791,21 @@ class ShardedOptimizer {
       plan.state_size += r.length;
     }
     T* buf = plan.buffer.data();
+    using Run = typename detail::CopyTable<T, execution_space, memory_space>::Run;
+    std::vector<Run> pack_grads, pack_mine, unpack;
     for (const auto& r : plan.runs) {
       const auto& pc = params_[r.tensor].pieces[0];
-      plan.pack_grads.push_back({buf + r.dst, static_cast<const T*>(pc.grad) + r.src, static_cast<std::size_t>(r.length)});
+      pack_grads.push_back({buf + r.dst, static_cast<const T*>(pc.grad) + r.src, static_cast<std::size_t>(r.length)});
       // This rank's part is updated in the parameters themselves and copied into the buffer for
       // the all-gather; the other parts come back from it.
       if (r.dst >= me * plan.part_size && r.dst < (me + 1) * plan.part_size)
-        plan.pack_mine.push_back({buf + r.dst, static_cast<const T*>(pc.value) + r.src, static_cast<std::size_t>(r.length)});
+        pack_mine.push_back({buf + r.dst, static_cast<const T*>(pc.value) + r.src, static_cast<std::size_t>(r.length)});
       else
-        plan.unpack.push_back({static_cast<T*>(pc.value) + r.src, buf + r.dst, static_cast<std::size_t>(r.length)});
+        unpack.push_back({static_cast<T*>(pc.value) + r.src, buf + r.dst, static_cast<std::size_t>(r.length)});
     }
+    plan.pack_grads.assign(exec_, std::move(pack_grads));
+    plan.pack_mine.assign(exec_, std::move(pack_mine));
+    plan.unpack.assign(exec_, std::move(unpack));
     return plan;
   }
 
@@ -829,6 +836,12 @@ class ShardedOptimizer {
   template <class T>
   using Scalars = typename detail::scalars_of<Algo, T>::type;
 
+  // Host-memory communicators read and write buffers when called: the kernels before must be done.
+  // Stream-ordered ones (comm::Nccl) enqueue behind them instead.
+  void before_collective() const {
+    if constexpr (!requires { requires static_cast<bool>(Comm::stream_ordered); }) exec_.fence();
+  }
+
   template <class T>
   void step_dtype(Plan<T>& plan) {
     const int p = comm_.size(), me = comm_.rank();
@@ -838,27 +851,32 @@ class ShardedOptimizer {
     const bool has_packed = !plan.runs.empty();
     if (has_packed && strategy() == Strategy::all_reduce) {
       detail::copy_runs(exec_, plan.pack_grads);
+      before_collective();
       comm_.all_reduce(std::span<T>(buf, part * p), ReduceOp::sum);
     } else if (has_packed && strategy() == Strategy::partitioned) {
       detail::copy_runs(exec_, plan.pack_grads);
+      before_collective();
       comm_.reduce_scatter(std::span<const T>(buf, part * p), std::span<T>(plan.reduced.data(), part), ReduceOp::sum);
     }
     const T divisor = Layout::reduction == Reduction::mean ? static_cast<T>(p) : T(1);
-    std::vector<detail::Segment<T, num_slots, Scalars<T>>> segs;
+    std::vector<detail::Segment<T, num_slots>> segs;
     segs.reserve(plan.state_runs.size());
-    // The scalars of a (group, step) pair, computed once: parameters usually share both.
-    std::size_t last_group = SIZE_MAX;
-    std::int64_t last_step = -1;
-    Scalars<T> last{};
+    // The scalars of each (group, step) pair, computed once: parameters usually share both.
+    std::vector<Scalars<T>> scalars;
+    std::map<std::pair<std::size_t, std::int64_t>, unsigned> scalar_index;
+    std::pair<std::size_t, std::int64_t> last_key{SIZE_MAX, -1};
+    unsigned last = 0;
     for (const auto& r : plan.state_runs) {
       const auto& prm = params_[r.param];
       if (!prm.grad_present) continue;
-      detail::Segment<T, num_slots, Scalars<T>> s{};
+      detail::Segment<T, num_slots> s{};
       s.size = static_cast<std::size_t>(r.length);
-      if (prm.group != last_group || prm.step != last_step) {
-        last = Algo::template prepare<T>(groups_[prm.group].options, prm.step + 1);
-        last_group = prm.group;
-        last_step = prm.step;
+      const std::pair<std::size_t, std::int64_t> key{prm.group, prm.step};
+      if (key != last_key) {
+        auto [it, added] = scalar_index.try_emplace(key, static_cast<unsigned>(scalars.size()));
+        if (added) scalars.push_back(Algo::template prepare<T>(groups_[prm.group].options, prm.step + 1));
+        last = it->second;
+        last_key = key;
       }
       s.scalars = last;
       s.grad_divisor = T(1);
@@ -877,12 +895,18 @@ class ShardedOptimizer {
       for (std::size_t k = 0; k < num_slots; ++k) s.slot[k] = plan.state[k].size() ? plan.state[k].data() + r.state_offset : nullptr;
       segs.push_back(s);
     }
-    detail::fused_update<Algo, T, num_slots>(exec_, segs, workspace_);
+    detail::fused_update<Algo>(exec_, std::move(segs), scalars, workspace_of<T>());
     if (has_packed && strategy() == Strategy::partitioned) {
       detail::copy_runs(exec_, plan.pack_mine);
+      before_collective();
       comm_.all_gather(std::span<const T>(buf + me * part, part), std::span<T>(buf, part * p));
       detail::copy_runs(exec_, plan.unpack);
     }
+  }
+  template <class T>
+  auto& workspace_of() {
+    if constexpr (std::is_same_v<T, float>) return workspace_f32_;
+    else return workspace_f64_;
   }
 
   // Allocates the slots the coming step needs and sets the state of parameters stepped for the first
@@ -902,7 +926,6 @@ class ShardedOptimizer {
         prm.initialized[k] = true;
       }
     }
-    exec_.fence();
   }
 
   // The global tensor of slot k of parameter i from every rank's runs (collective); the lowest rank
@@ -1452,7 +1475,7 @@ class ShardedOptimizer {
   }
 
   Comm comm_;
-  ExecSpace exec_;
+  execution_space exec_;
   options_type defaults_;
   std::vector<ParamGroup> groups_;
   std::vector<Param> params_;
@@ -1463,7 +1486,8 @@ class ShardedOptimizer {
   bool plans_valid_ = false;
   Plan<float> plan_f32_;
   Plan<double> plan_f64_;
-  detail::FusedWorkspace<memory_space> workspace_;
+  typename detail::fused_workspace_for<valid_, Algo, float, num_slots, execution_space, memory_space>::type workspace_f32_;
+  typename detail::fused_workspace_for<valid_, Algo, double, num_slots, execution_space, memory_space>::type workspace_f64_;
 };
 
 }  // namespace shardopt

@@ -11,24 +11,101 @@
 
 namespace shardopt::detail {
 
-// A contiguous run of elements stepped together: parameter, gradient and state pointers (device
-// memory of the optimizer's memory space) and the per-step scalars of its parameter.
-template <class T, std::size_t N, class Scalars>
+// A contiguous run of elements stepped together: parameter, gradient and state pointers (memory of
+// the optimizer's memory space), and which of the step's scalar sets applies (see ScalarSets).
+template <class T, std::size_t N>
 struct Segment {
   T* param;
   const T* grad;
   T* slot[N > 0 ? N : 1];
   std::size_t size;
-  Scalars scalars;
-  T grad_divisor;  // 1, or the world size for averaged gradients
+  unsigned scalars;  // index of the parameter's (group, step) scalars
+  T grad_divisor;    // 1, or the world size for averaged gradients
+  bool operator==(const Segment&) const = default;
 };
 
 struct Block {
   std::size_t segment, begin, end;
+  bool operator==(const Block&) const = default;
 };
 
 // Elements per block: large enough to amortize the dispatch, small enough to balance threads and SMs.
 inline constexpr std::size_t block_elements = std::size_t(1) << 15;
+
+// The blocks of `count` items whose sizes `size_of(i)` gives: each item split every block_elements.
+template <class SizeOf>
+std::vector<Block> blocks_of(std::size_t count, SizeOf&& size_of) {
+  std::vector<Block> blocks;
+  for (std::size_t s = 0; s < count; ++s) {
+    const std::size_t n = size_of(s);
+    for (std::size_t b = 0; b < n; b += block_elements) blocks.push_back({s, b, b + block_elements < n ? b + block_elements : n});
+  }
+  return blocks;
+}
+
+// Tests set this for a memory space of theirs to run the device path on the host (see host_path).
+template <class MemorySpace>
+inline constexpr bool emulate_device = false;
+
+// Whether the step runs on the host path: kernels of ExecSpace run on the host and read host memory,
+// so the tables stay in host vectors and each block is a plain vectorizable loop. Otherwise (the
+// device path) the tables are uploaded to MemorySpace and each block is a team of threads.
+template <class ExecSpace, class MemorySpace>
+inline constexpr bool host_path =
+    Kokkos::SpaceAccessibility<ExecSpace, Kokkos::HostSpace>::accessible && !emulate_device<MemorySpace>;
+
+// A host table and, on the device path, its copy in `MemorySpace`. sync() uploads only when the
+// contents changed since the last upload, so a step whose parameters, gradient presence and group
+// pattern are those of the previous step copies nothing to the device.
+template <class Item, class ExecSpace, class MemorySpace>
+class DeviceTable {
+ public:
+  static constexpr bool host_accessible = host_path<ExecSpace, MemorySpace>;
+
+  // Makes the table hold `items`; returns a pointer to them that kernels in MemorySpace can read.
+  // An upload is ordered on `exec` and fenced, since the host copy is reused by the next sync().
+  const Item* sync(const ExecSpace& exec, std::vector<Item>&& items) {
+    if (uploaded_ && items == host_) return data();
+    return upload(exec, std::move(items));
+  }
+  // Like sync(), without comparing first (for tables that change every time).
+  const Item* upload(const ExecSpace& exec, std::vector<Item>&& items) {
+    host_ = std::move(items);
+    uploaded_ = true;
+    if constexpr (!host_accessible) {
+      if (device_.extent(0) < host_.size())
+        device_ = Kokkos::View<Item*, MemorySpace>(Kokkos::view_alloc(Kokkos::WithoutInitializing, "shardopt::table"),
+                                                  host_.size() + host_.size() / 2);
+      Kokkos::deep_copy(exec, Kokkos::subview(device_, std::make_pair(std::size_t(0), host_.size())),
+                        Kokkos::View<Item*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(host_.data(), host_.size()));
+      exec.fence();
+    }
+    return data();
+  }
+  const Item* data() const noexcept {
+    if constexpr (host_accessible) return host_.data();
+    else return device_.data();
+  }
+  std::size_t size() const noexcept { return host_.size(); }
+  const std::vector<Item>& host() const noexcept { return host_; }
+
+ private:
+  std::vector<Item> host_;
+  Kokkos::View<Item*, MemorySpace> device_;
+  bool uploaded_ = false;
+};
+
+// The distinct scalars of one step, passed to the kernel by value (no upload, no synchronization)
+// when there are at most `inline_sets` of them, the usual case (one per param group); otherwise
+// from a table in device memory.
+template <class Scalars>
+struct ScalarSets {
+  static constexpr std::size_t inline_sets =
+      sizeof(Scalars) * 16 <= 2048 ? 16 : (2048 / sizeof(Scalars) > 0 ? 2048 / sizeof(Scalars) : 1);
+  Scalars set[inline_sets];
+  const Scalars* table = nullptr;
+  KOKKOS_INLINE_FUNCTION const Scalars& operator[](unsigned i) const { return table ? table[i] : set[i]; }
+};
 
 #if defined(__GNUC__) || defined(__clang__)
 #define SHARDOPT_RESTRICT __restrict__
@@ -57,8 +134,8 @@ KOKKOS_INLINE_FUNCTION void step_range(const Sc& scalars, T* SHARDOPT_RESTRICT p
 }
 
 template <class Algo, class T, std::size_t N, class Scalars>
-KOKKOS_INLINE_FUNCTION void step_block(const Segment<T, N, Scalars>& seg, std::size_t begin, std::size_t end) {
-  const Scalars sc = seg.scalars;
+KOKKOS_INLINE_FUNCTION void step_block(const Segment<T, N>& seg, const Scalars& scalars, std::size_t begin, std::size_t end) {
+  const Scalars sc = scalars;
   StateSlots<T, N> st;
   for (std::size_t k = 0; k < N; ++k) st.base[k] = seg.slot[k];
   st.index = 0;
@@ -70,86 +147,120 @@ KOKKOS_INLINE_FUNCTION void step_block(const Segment<T, N, Scalars>& seg, std::s
     step_range<Algo, T, N>(sc, seg.param, seg.grad, seg.grad_divisor, st, begin, end);
 }
 
-// Device copies of the segment and block tables, kept between steps (reallocated when they grow).
-template <class MemorySpace>
+// The update's tables, kept between steps in the optimizer's memory space.
+template <class T, std::size_t N, class Scalars, class ExecSpace, class MemorySpace>
 struct FusedWorkspace {
-  Kokkos::View<unsigned char*, MemorySpace> segments, blocks;
+  DeviceTable<Segment<T, N>, ExecSpace, MemorySpace> segments;
+  DeviceTable<Block, ExecSpace, MemorySpace> blocks;
+  DeviceTable<Scalars, ExecSpace, MemorySpace> scalars;  // only when a step has more than ScalarSets::inline_sets
 };
 
-// Copies `host` into `bytes` (grown as needed) and returns the device copy.
-template <class E, class V, class Item>
-Item* upload(const E& exec, V& bytes, const char* label, const std::vector<Item>& host) {
-  const std::size_t n = host.size() * sizeof(Item);
-  if (bytes.extent(0) < n) bytes = V(Kokkos::view_alloc(Kokkos::WithoutInitializing, label), n + n / 2);
-  Kokkos::deep_copy(exec, Kokkos::subview(bytes, std::make_pair(std::size_t(0), n)),
-                    Kokkos::View<const unsigned char*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(
-                        reinterpret_cast<const unsigned char*>(host.data()), n));
-  return reinterpret_cast<Item*>(bytes.data());
-}
+// The workspace of an optimizer whose Algo is valid; nothing otherwise (no error cascade).
+struct NoWorkspace {};
+template <bool Valid, class Algo, class T, std::size_t N, class ExecSpace, class MemorySpace>
+struct fused_workspace_for {
+  using type = NoWorkspace;
+};
+template <class Algo, class T, std::size_t N, class ExecSpace, class MemorySpace>
+struct fused_workspace_for<true, Algo, T, N, ExecSpace, MemorySpace> {
+  using type = FusedWorkspace<T, N, typename scalars_of<Algo, T>::type, ExecSpace, MemorySpace>;
+};
 
-// One launch over every element of every segment. On host execution spaces each block is a plain
-// vectorizable loop; on devices each block is a team whose threads take consecutive elements.
-template <class Algo, class T, std::size_t N, class Scalars, class ExecSpace, class Workspace>
-void fused_update(const ExecSpace& exec, const std::vector<Segment<T, N, Scalars>>& segments, Workspace& ws) {
-  using Seg = Segment<T, N, Scalars>;
-  std::vector<Block> blocks;
-  for (std::size_t s = 0; s < segments.size(); ++s)
-    for (std::size_t b = 0; b < segments[s].size; b += block_elements)
-      blocks.push_back({s, b, b + block_elements < segments[s].size ? b + block_elements : segments[s].size});
+// One launch over every element of every segment, stream-ordered on `exec`: on a device nothing
+// waits for it (unless the step has more distinct scalar sets than fit in the launch). On host
+// execution spaces each block is a plain vectorizable loop; on devices each block is a team whose
+// threads take consecutive elements.
+template <class Algo, class T, std::size_t N, class Scalars, class ExecSpace, class MemorySpace>
+void fused_update(const ExecSpace& exec, std::vector<Segment<T, N>>&& segments, const std::vector<Scalars>& scalars,
+                  FusedWorkspace<T, N, Scalars, ExecSpace, MemorySpace>& ws) {
+  if (segments.empty()) return;
+  std::vector<Block> blocks = blocks_of(segments.size(), [&](std::size_t s) { return segments[s].size; });
   if (blocks.empty()) return;
-  constexpr bool host = Kokkos::SpaceAccessibility<Kokkos::HostSpace, typename ExecSpace::memory_space>::accessible;
-  if constexpr (host) {
-    const Seg* segs = segments.data();
-    const Block* blks = blocks.data();
+  using Seg = Segment<T, N>;
+  ScalarSets<Scalars> sets{};
+  const bool inline_scalars = scalars.size() <= ScalarSets<Scalars>::inline_sets;
+  if (inline_scalars)
+    for (std::size_t i = 0; i < scalars.size(); ++i) sets.set[i] = scalars[i];
+  else
+    sets.table = ws.scalars.upload(exec, std::vector<Scalars>(scalars));
+  const Seg* segs = ws.segments.sync(exec, std::move(segments));
+  const Block* blks = ws.blocks.sync(exec, std::move(blocks));
+  const std::size_t nblocks = ws.blocks.size();
+  if constexpr (host_path<ExecSpace, MemorySpace>) {
     Kokkos::parallel_for(
-        "shardopt::fused_update", Kokkos::RangePolicy<ExecSpace>(exec, 0, blocks.size()), [=](const std::size_t i) {
+        "shardopt::fused_update", Kokkos::RangePolicy<ExecSpace>(exec, 0, nblocks), [=](const std::size_t i) {
           const Block b = blks[i];
-          step_block<Algo>(segs[b.segment], b.begin, b.end);
+          step_block<Algo>(segs[b.segment], sets[segs[b.segment].scalars], b.begin, b.end);
         });
+    exec.fence();  // host backends run synchronously: free
   } else {
-    const Seg* dseg = upload(exec, ws.segments, "shardopt::segments", segments);
-    const Block* dblk = upload(exec, ws.blocks, "shardopt::blocks", blocks);
     using Policy = Kokkos::TeamPolicy<ExecSpace>;
     Kokkos::parallel_for(
-        "shardopt::fused_update", Policy(exec, static_cast<int>(blocks.size()), Kokkos::AUTO),
+        "shardopt::fused_update", Policy(exec, static_cast<int>(nblocks), Kokkos::AUTO),
         KOKKOS_LAMBDA(const typename Policy::member_type& team) {
-          const Block b = dblk[team.league_rank()];
-          const Seg s = dseg[b.segment];
+          const Block b = blks[team.league_rank()];
+          const Seg s = segs[b.segment];
+          const Scalars sc = sets[s.scalars];
           StateSlots<T, N> st;
           for (std::size_t k = 0; k < N; ++k) st.base[k] = s.slot[k];
           Kokkos::parallel_for(Kokkos::TeamThreadRange(team, b.begin, b.end), [&](const std::size_t j) {
             StateSlots<T, N> mine = st;
             mine.index = j;
             const T g = s.grad_divisor != T(1) ? s.grad[j] / s.grad_divisor : s.grad[j];
-            Algo::template update<T>(s.scalars, s.param[j], g, mine);
+            Algo::template update<T>(sc, s.param[j], g, mine);
           });
         });
+    if (!inline_scalars) exec.fence();  // the scalar table's host copy is rewritten by the next step
   }
-  exec.fence();
 }
 
-// dst[i] = src[i] for every run, one fused launch.
-template <class Run, class ExecSpace>
-void copy_runs(const ExecSpace& exec, const std::vector<Run>& runs) {
-  using memory_space = typename ExecSpace::memory_space;
-  std::vector<Block> blocks;
-  for (std::size_t s = 0; s < runs.size(); ++s)
-    for (std::size_t b = 0; b < runs[s].length; b += block_elements)
-      blocks.push_back({s, b, b + block_elements < runs[s].length ? b + block_elements : runs[s].length});
-  if (blocks.empty()) return;
-  Kokkos::View<Run*, memory_space> drun(Kokkos::view_alloc(Kokkos::WithoutInitializing, "shardopt::runs"), runs.size());
-  Kokkos::View<Block*, memory_space> dblk(Kokkos::view_alloc(Kokkos::WithoutInitializing, "shardopt::blocks"), blocks.size());
-  Kokkos::deep_copy(exec, drun, Kokkos::View<const Run*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(runs.data(), runs.size()));
-  Kokkos::deep_copy(exec, dblk, Kokkos::View<const Block*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(blocks.data(), blocks.size()));
-  using Policy = Kokkos::TeamPolicy<ExecSpace>;
-  Kokkos::parallel_for(
-      "shardopt::copy_runs", Policy(exec, static_cast<int>(blocks.size()), Kokkos::AUTO),
-      KOKKOS_LAMBDA(const typename Policy::member_type& team) {
-        const Block b = dblk(team.league_rank());
-        const Run& r = drun(b.segment);
-        Kokkos::parallel_for(Kokkos::TeamThreadRange(team, b.begin, b.end), [&](const std::size_t j) { r.dst[j] = r.src[j]; });
-      });
-  exec.fence();
+// Copies of contiguous runs (dst[i] = src[i]), fixed when the plan is built and uploaded once.
+template <class T, class ExecSpace, class MemorySpace>
+struct CopyTable {
+  struct Run {
+    T* dst;
+    const T* src;
+    std::size_t length;
+    bool operator==(const Run&) const = default;
+  };
+  DeviceTable<Run, ExecSpace, MemorySpace> runs;
+  DeviceTable<Block, ExecSpace, MemorySpace> blocks;
+
+  void assign(const ExecSpace& exec, std::vector<Run>&& r) {
+    std::vector<Block> b = blocks_of(r.size(), [&](std::size_t i) { return r[i].length; });
+    runs.sync(exec, std::move(r));
+    blocks.sync(exec, std::move(b));
+  }
+  bool empty() const noexcept { return blocks.size() == 0; }
+};
+
+// Runs every copy of `table` in one launch, stream-ordered on `exec`.
+template <class T, class ExecSpace, class MemorySpace>
+void copy_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace>& table) {
+  if (table.empty()) return;
+  using Run = typename CopyTable<T, ExecSpace, MemorySpace>::Run;
+  const Run* runs = table.runs.data();
+  const Block* blks = table.blocks.data();
+  if constexpr (host_path<ExecSpace, MemorySpace>) {
+    Kokkos::parallel_for(
+        "shardopt::copy_runs", Kokkos::RangePolicy<ExecSpace>(exec, 0, table.blocks.size()), [=](const std::size_t i) {
+          const Block b = blks[i];
+          const Run r = runs[b.segment];
+          T* SHARDOPT_RESTRICT dst = r.dst;
+          const T* SHARDOPT_RESTRICT src = r.src;
+          for (std::size_t j = b.begin; j < b.end; ++j) dst[j] = src[j];
+        });
+    exec.fence();  // host backends run synchronously: free
+  } else {
+    using Policy = Kokkos::TeamPolicy<ExecSpace>;
+    Kokkos::parallel_for(
+        "shardopt::copy_runs", Policy(exec, static_cast<int>(table.blocks.size()), Kokkos::AUTO),
+        KOKKOS_LAMBDA(const typename Policy::member_type& team) {
+          const Block b = blks[team.league_rank()];
+          const Run r = runs[b.segment];
+          Kokkos::parallel_for(Kokkos::TeamThreadRange(team, b.begin, b.end), [&](const std::size_t j) { r.dst[j] = r.src[j]; });
+        });
+  }
 }
 
 // Whether any element of grad[0, n) is non-zero (or NaN).
