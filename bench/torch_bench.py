@@ -2,12 +2,13 @@
 """PyTorch's own CPU optimizers on the work of bench_step, one thread, best of N.
 
 For SGD (momentum 0.9), Adagrad, Adam and AdamW in float32 and float64, on
-  large: one tensor of 32M elements; many: 10k tensors of 1k elements; cache: one tensor of 16k,
+  large: one tensor of 32M elements; many: 10k tensors of 1k elements; packed: the same 10k
+  tensors as views into one buffer; cache: one tensor of 16k,
 with every implementation the installed torch has: foreach=False (the per-tensor loop),
 foreach=True (multi-tensor) and fused=True (fused CPU kernels). Prints one JSON object per line:
 {"algo", "dtype", "work", "impl", "elements", "seconds", "elements_per_s"}.
 
-Usage: python3 bench/torch_bench.py [--quick] [--sizes large,many,cache]
+Usage: python3 bench/torch_bench.py [--quick] [--sizes large,many,packed,cache]
 """
 import argparse
 import inspect
@@ -16,8 +17,8 @@ import time
 
 import torch
 
-WORKS = {"large": (1, 32 << 20), "many": (10000, 1000), "cache": (1, 16 << 10)}
-QUICK = {"large": (1, 1 << 20), "many": (100, 1000), "cache": (1, 16 << 10)}
+WORKS = {"large": (1, 32 << 20), "many": (10000, 1000), "packed": (10000, 1000), "cache": (1, 16 << 10)}
+QUICK = {"large": (1, 1 << 20), "many": (100, 1000), "packed": (100, 1000), "cache": (1, 16 << 10)}
 ALGOS = [
     ("SGD", torch.optim.SGD, dict(lr=0.01, momentum=0.9)),
     ("Adagrad", torch.optim.Adagrad, dict(lr=0.01)),
@@ -49,7 +50,7 @@ def time_step(opt, reps):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--sizes", default="large,many,cache")
+    ap.add_argument("--sizes", default="large,many,packed,cache")
     args = ap.parse_args()
     torch.set_num_threads(1)
     works = QUICK if args.quick else WORKS
@@ -59,9 +60,16 @@ def main():
         for dtype_name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
             for name, cls, options in ALGOS:
                 for impl, flags in implementations(cls):
-                    params = [torch.full((elements,), 0.5, dtype=dtype, requires_grad=True) for _ in range(tensors)]
-                    for p in params:
-                        p.grad = torch.full_like(p, 0.01)
+                    if work == "packed":  # views into one buffer each for parameters and gradients
+                        flat = torch.full((tensors * elements,), 0.5, dtype=dtype)
+                        flat_grad = torch.full_like(flat, 0.01)
+                        params = list(flat.split(elements))
+                        for p, g in zip(params, flat_grad.split(elements)):
+                            p.grad = g
+                    else:
+                        params = [torch.full((elements,), 0.5, dtype=dtype, requires_grad=True) for _ in range(tensors)]
+                        for p in params:
+                            p.grad = torch.full_like(p, 0.01)
                     try:
                         opt = cls(params, **options, **flags)
                         seconds = time_step(opt, reps)
