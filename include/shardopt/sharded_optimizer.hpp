@@ -602,8 +602,9 @@ class ShardedOptimizer {
     std::int64_t state_size = 0;
     Kokkos::View<T*, memory_space> buffer, reduced;  // packed buffer (P parts) and this rank's reduced part
     std::array<Kokkos::View<T*, memory_space>, num_slots> state;
-    // Gradients into the packed buffer; this rank's updated part into it; the other parts back out.
-    detail::CopyTable<T, execution_space, memory_space> pack_grads, pack_mine, unpack;
+    // Gradients into the packed buffer; the other ranks' parts back out of it. This rank's part is
+    // written into it by the update itself, and by pack_absent for parameters not stepped.
+    detail::CopyTable<T, execution_space, memory_space> pack_grads, pack_absent, unpack;
   };
 
   void check_new_name(const std::string& name, int group) const {
@@ -792,19 +793,16 @@ class ShardedOptimizer {
     }
     T* buf = plan.buffer.data();
     using Run = typename detail::CopyTable<T, execution_space, memory_space>::Run;
-    std::vector<Run> pack_grads, pack_mine, unpack;
+    std::vector<Run> pack_grads, unpack;
     for (const auto& r : plan.runs) {
       const auto& pc = params_[r.tensor].pieces[0];
       pack_grads.push_back({buf + r.dst, static_cast<const T*>(pc.grad) + r.src, static_cast<std::size_t>(r.length)});
-      // This rank's part is updated in the parameters themselves and copied into the buffer for
-      // the all-gather; the other parts come back from it.
-      if (r.dst >= me * plan.part_size && r.dst < (me + 1) * plan.part_size)
-        pack_mine.push_back({buf + r.dst, static_cast<const T*>(pc.value) + r.src, static_cast<std::size_t>(r.length)});
-      else
+      // This rank's part is updated in the parameters themselves, and the update also writes it into
+      // the buffer for the all-gather; the other parts come back from it.
+      if (r.dst < me * plan.part_size || r.dst >= (me + 1) * plan.part_size)
         unpack.push_back({static_cast<T*>(pc.value) + r.src, buf + r.dst, static_cast<std::size_t>(r.length)});
     }
     plan.pack_grads.assign(exec_, std::move(pack_grads));
-    plan.pack_mine.assign(exec_, std::move(pack_mine));
     plan.unpack.assign(exec_, std::move(unpack));
     return plan;
   }
@@ -866,9 +864,15 @@ class ShardedOptimizer {
     std::map<std::pair<std::size_t, std::int64_t>, unsigned> scalar_index;
     std::pair<std::size_t, std::int64_t> last_key{SIZE_MAX, -1};
     unsigned last = 0;
+    std::vector<typename detail::CopyTable<T, execution_space, memory_space>::Run> absent;
     for (const auto& r : plan.state_runs) {
       const auto& prm = params_[r.param];
-      if (!prm.grad_present) continue;
+      if (!prm.grad_present) {
+        // Not stepped, but the all-gather still carries this rank's part of it.
+        if (r.packed && strategy() == Strategy::partitioned)
+          absent.push_back({buf + r.dst, static_cast<const T*>(prm.pieces[0].value) + r.src, static_cast<std::size_t>(r.length)});
+        continue;
+      }
       detail::Segment<T, num_slots> s{};
       s.size = static_cast<std::size_t>(r.length);
       const std::pair<std::size_t, std::int64_t> key{prm.group, prm.step};
@@ -891,13 +895,15 @@ class ShardedOptimizer {
         s.param = static_cast<T*>(prm.pieces[0].value) + r.src;
         s.grad = plan.reduced.data() + (r.dst - me * plan.part_size);
         s.grad_divisor = divisor;
+        s.mirror = buf + r.dst;
       }
       for (std::size_t k = 0; k < num_slots; ++k) s.slot[k] = plan.state[k].size() ? plan.state[k].data() + r.state_offset : nullptr;
       segs.push_back(s);
     }
     detail::fused_update<Algo>(exec_, std::move(segs), scalars, workspace_of<T>());
     if (has_packed && strategy() == Strategy::partitioned) {
-      detail::copy_runs(exec_, plan.pack_mine);
+      plan.pack_absent.assign(exec_, std::move(absent));
+      detail::copy_runs(exec_, plan.pack_absent);
       before_collective();
       comm_.all_gather(std::span<const T>(buf + me * part, part), std::span<T>(buf, part * p));
       detail::copy_runs(exec_, plan.unpack);

@@ -18,6 +18,7 @@ struct Segment {
   T* param;
   const T* grad;
   T* slot[N > 0 ? N : 1];
+  T* mirror;  // where the updated parameter is also written (the packed buffer), or null
   std::size_t size;
   unsigned scalars;  // index of the parameter's (group, step) scalars
   T grad_divisor;    // 1, or the world size for averaged gradients
@@ -116,19 +117,23 @@ struct ScalarSets {
 // Steps elements [begin, end) of one segment. The segment is copied to locals first, so that the
 // compiler sees the scalars as loop invariants (and hoists the algorithm's option branches out of
 // the loop) and the parameter, gradient and state as independent streams: the loop vectorizes.
-template <class Algo, class T, std::size_t N, class Sc>
-KOKKOS_INLINE_FUNCTION void step_range(const Sc& scalars, T* SHARDOPT_RESTRICT p, const T* SHARDOPT_RESTRICT g, T divisor,
-                                       StateSlots<T, N> st, std::size_t begin, std::size_t end) {
+// With `Mirror`, the updated parameter is also stored to `mirror` (one pass instead of a copy after).
+template <class Algo, bool Mirror, class T, std::size_t N, class Sc>
+KOKKOS_INLINE_FUNCTION void step_range(const Sc& scalars, T* SHARDOPT_RESTRICT p, const T* SHARDOPT_RESTRICT g,
+                                       T* SHARDOPT_RESTRICT mirror, T divisor, StateSlots<T, N> st, std::size_t begin,
+                                       std::size_t end) {
   const Sc s = scalars;  // a local copy: stores to p cannot alias it, so its values stay in registers
   if (divisor == T(1)) {
     for (std::size_t j = begin; j < end; ++j) {
       st.index = j;
       Algo::template update<T>(s, p[j], g[j], st);
+      if constexpr (Mirror) mirror[j] = p[j];
     }
   } else {
     for (std::size_t j = begin; j < end; ++j) {
       st.index = j;
       Algo::template update<T>(s, p[j], g[j] / divisor, st);
+      if constexpr (Mirror) mirror[j] = p[j];
     }
   }
 }
@@ -140,11 +145,16 @@ KOKKOS_INLINE_FUNCTION void step_block(const Segment<T, N>& seg, const Scalars& 
   for (std::size_t k = 0; k < N; ++k) st.base[k] = seg.slot[k];
   st.index = 0;
   // An algorithm may fix its option flags at compile time for the loop (see algo::Adam).
+  auto run = [&](const auto& s) {
+    if (seg.mirror)
+      step_range<Algo, true, T, N>(s, seg.param, seg.grad, seg.mirror, seg.grad_divisor, st, begin, end);
+    else
+      step_range<Algo, false, T, N>(s, seg.param, seg.grad, nullptr, seg.grad_divisor, st, begin, end);
+  };
   if constexpr (requires { Algo::template with_fixed_flags<T>(sc, [](const auto&) {}); })
-    Algo::template with_fixed_flags<T>(
-        sc, [&](const auto& fixed) { step_range<Algo, T, N>(fixed, seg.param, seg.grad, seg.grad_divisor, st, begin, end); });
+    Algo::template with_fixed_flags<T>(sc, run);
   else
-    step_range<Algo, T, N>(sc, seg.param, seg.grad, seg.grad_divisor, st, begin, end);
+    run(sc);
 }
 
 // The update's tables, kept between steps in the optimizer's memory space.
@@ -208,6 +218,7 @@ void fused_update(const ExecSpace& exec, std::vector<Segment<T, N>>&& segments, 
             mine.index = j;
             const T g = s.grad_divisor != T(1) ? s.grad[j] / s.grad_divisor : s.grad[j];
             Algo::template update<T>(sc, s.param[j], g, mine);
+            if (s.mirror) s.mirror[j] = s.param[j];
           });
         });
     if (!inline_scalars) exec.fence();  // the scalar table's host copy is rewritten by the next step
