@@ -3,6 +3,7 @@
 // lists every problem and changes nothing, resuming bitwise, save -> load -> save byte-identical.
 #include <boost/test/unit_test.hpp>
 
+#include "device_like.hpp"
 #include "support.hpp"
 
 #include <cstdio>
@@ -74,19 +75,21 @@ std::string read_file(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// A model of whole tensors in float and double and one row-sharded tensor, with per-rank gradients.
-template <class Layout, class Algo = so::algo::Adam>
+// A model of whole tensors in float and double and one row-sharded tensor, with per-rank gradients,
+// on `Device` (execution space, or Kokkos::Device) with communicator `C`.
+template <class Layout, class Algo = so::algo::Adam, class Device = Kokkos::DefaultExecutionSpace, class C = Mpi>
 struct Model {
-  using Opt = so::ShardedOptimizer<Algo, Layout, Mpi>;
-  Mpi comm;
-  Kokkos::View<float**> a{"a", 7, 3}, ga{"ga", 7, 3};
-  Kokkos::View<double*> b{"b", 5}, gb{"gb", 5};
-  Kokkos::View<float***> c{"c", 2, 3, 2}, gc{"gc", 2, 3, 2};
-  so::ShardedTensor<float> e;
+  using Opt = so::ShardedOptimizer<Algo, Layout, C, Device>;
+  using M = typename Device::memory_space;
+  C comm;
+  Kokkos::View<float**, M> a{"a", 7, 3}, ga{"ga", 7, 3};
+  Kokkos::View<double*, M> b{"b", 5}, gb{"gb", 5};
+  Kokkos::View<float***, M> c{"c", 2, 3, 2}, gc{"gc", 2, 3, 2};
+  so::ShardedTensor<float, M> e;
   std::unique_ptr<Opt> opt;
 
   explicit Model(MPI_Comm mc, typename Algo::Options options = {.lr = 0.05, .weight_decay = 0.1, .amsgrad = true})
-      : comm(mc), e(so::ShardedTensor<float>::chunk(comm, {6, 4}, 0)) {
+      : comm(mc), e(so::ShardedTensor<float, M>::chunk(comm, {6, 4}, 0)) {
     test::from_host(a, initial<float>(0, a.size()));
     test::from_host(b, initial<double>(1, b.size()));
     test::from_host(c, initial<float>(2, c.size()));
@@ -324,6 +327,38 @@ BOOST_AUTO_TEST_CASE(resume_is_bitwise_and_save_is_reproducible) {
   for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir.path)) ++files;
   BOOST_TEST(files == 3u);
 }
+
+#if SHARDOPT_TEST_DEVICE_LIKE
+// The device path (device_like.hpp) through state dicts and files: the same state as the host path,
+// and a resume from either that continues with the same bits.
+BOOST_AUTO_TEST_CASE(device_path_checkpoints_resume_bitwise) {
+  using Device = Model<layout::FlatPartition, so::algo::Adam, test::OnDeviceLike, test::DeviceMpi>;
+  TempDir dir;
+  Model<layout::ChunkRows> host(MPI_COMM_WORLD);
+  Device dev(MPI_COMM_WORLD);
+  for (int k = 1; k <= 3; ++k) {
+    host.step(k);
+    dev.step(k);
+  }
+  check_same(host.opt->full_state_dict(), dev.opt->full_state_dict(), "device path after 3 steps");
+  dev.opt->save(dir.path + "/d.safetensors");
+  Device from_file(MPI_COMM_WORLD), from_dict(MPI_COMM_WORLD);
+  from_file.copy_params_from(dev);
+  from_file.opt->load(dir.path + "/d.safetensors");
+  from_dict.copy_params_from(dev);
+  from_dict.opt->load_state_dict(host.opt->state_dict());  // every rank passes its part of the host run's state
+  for (int k = 4; k <= 5; ++k) {
+    host.step(k);
+    from_file.step(k);
+    from_dict.step(k);
+  }
+  check_same(host.opt->full_state_dict(), from_file.opt->full_state_dict(), "resumed from a file");
+  check_same(host.opt->full_state_dict(), from_dict.opt->full_state_dict(), "resumed from a state dict");
+  BOOST_TEST((test::to_host<float>(host.a) == test::to_host<float>(from_file.a)));
+  BOOST_TEST((test::to_host<double>(host.b) == test::to_host<double>(from_dict.b)));
+  BOOST_TEST((test::to_host<float>(host.c) == test::to_host<float>(from_file.c)));
+}
+#endif
 
 BOOST_AUTO_TEST_CASE(parameters_without_state_and_added_groups) {
   TempDir dir;

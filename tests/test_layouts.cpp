@@ -2,6 +2,7 @@
 // the averaged gradients; state memory per rank and bytes per step follow the formulas.
 #include <boost/test/unit_test.hpp>
 
+#include "device_like.hpp"
 #include "support.hpp"
 
 #include <algorithm>
@@ -157,40 +158,11 @@ BOOST_AUTO_TEST_CASE(double_and_summed_gradients) {
 
 BOOST_AUTO_TEST_SUITE_END()
 
-#if __has_include(<Kokkos_LogicalSpaces.hpp>)
-// Nothing may assume host memory. DeviceLike is host memory underneath, but a distinct Kokkos memory
-// space for which the optimizer takes its device path (emulate_device): tables uploaded to the memory
-// space, team kernels, state staged with deep_copy. A View made in HostSpace where memory_space
-// belongs would not compile, and a host-only assumption on the device path would give other bits
-// than the host path.
+#if SHARDOPT_TEST_DEVICE_LIKE
+// The device path, run on the host in a distinct memory space (device_like.hpp).
 namespace {
-struct DeviceLikeName {
-  static constexpr const char* get_name() { return "shardopt_test_DeviceLike"; }
-};
-using DeviceLike = Kokkos::Experimental::LogicalMemorySpace<Kokkos::HostSpace, Kokkos::DefaultHostExecutionSpace, DeviceLikeName,
-                                                            Kokkos::Experimental::LogicalSpaceSharesAccess::shared_access>;
-using OnDeviceLike = Kokkos::Device<Kokkos::DefaultHostExecutionSpace, DeviceLike>;
-static_assert(!std::is_same_v<DeviceLike, Kokkos::HostSpace>);
-}  // namespace
-template <>
-inline constexpr bool shardopt::detail::emulate_device<DeviceLike> = true;
-// Kokkos 3.4 finds two equally good answers for anonymous views of a logical space: say it once.
-template <>
-struct Kokkos::Impl::MemorySpaceAccess<Kokkos::AnonymousSpace, DeviceLike> {
-  enum : bool { assignable = true, accessible = true, deepcopy = true };
-};
-template <>
-struct Kokkos::Impl::MemorySpaceAccess<DeviceLike, Kokkos::AnonymousSpace> {
-  enum : bool { assignable = true, accessible = true, deepcopy = true };
-};
-namespace {
-static_assert(!so::detail::host_path<Kokkos::DefaultHostExecutionSpace, DeviceLike>);
-
-// comm::Mpi standing in for a device communicator such as comm::Nccl (the memory is host memory underneath).
-struct DeviceMpi : Mpi {
-  using Mpi::Mpi;
-  static constexpr bool host_memory_only = false;
-};
+using test::DeviceMpi;
+using test::OnDeviceLike;
 using DeviceLikeCases = std::tuple<Case<so::algo::Adam, layout::FlatPartition>, Case<so::algo::SGD, layout::ChunkRows>,
                                    Case<so::algo::RMSprop, layout::DataParallel>, Case<so::algo::AdamW, layout::ChunkCols>>;
 }  // namespace
