@@ -61,7 +61,7 @@ inline constexpr bool host_path =
 template <class Item, class ExecSpace, class MemorySpace>
 class DeviceTable {
  public:
-  static constexpr bool host_accessible = host_path<ExecSpace, MemorySpace>;
+  static constexpr bool on_host = host_path<ExecSpace, MemorySpace>;
 
   // Makes the table hold `items`; returns a pointer to them that kernels in MemorySpace can read.
   // An upload is ordered on `exec` and fenced, since the host copy is reused by the next sync().
@@ -73,7 +73,7 @@ class DeviceTable {
   const Item* upload(const ExecSpace& exec, std::vector<Item>&& items) {
     host_ = std::move(items);
     uploaded_ = true;
-    if constexpr (!host_accessible) {
+    if constexpr (!on_host) {
       if (device_.extent(0) < host_.size())
         device_ = Kokkos::View<Item*, MemorySpace>(Kokkos::view_alloc(Kokkos::WithoutInitializing, "shardopt::table"),
                                                   host_.size() + host_.size() / 2);
@@ -84,11 +84,10 @@ class DeviceTable {
     return data();
   }
   const Item* data() const noexcept {
-    if constexpr (host_accessible) return host_.data();
+    if constexpr (on_host) return host_.data();
     else return device_.data();
   }
   std::size_t size() const noexcept { return host_.size(); }
-  const std::vector<Item>& host() const noexcept { return host_; }
 
  private:
   std::vector<Item> host_;
