@@ -250,6 +250,9 @@ class ShardedOptimizer {
   /// groups, options, gradient presence) before changing anything; on any problem every rank
   /// throws the same error and nothing is changed. Then runs the Layout's strategy: for each
   /// element type, at most one bucketed collective before and one after a single fused update.
+  ///
+  /// On a device the work is enqueued on the execution space instance and step() returns without
+  /// waiting for it (docs/gpu.md): fence the instance before reading parameters on the host.
   void step() {
     detail::LocalError err;
     try {
