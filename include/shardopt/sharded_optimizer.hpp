@@ -800,9 +800,9 @@ class ShardedOptimizer {
     for (const auto& r : plan.runs) {
       const auto& pc = params_[r.tensor].pieces[0];
       pack_grads.push_back({buf + r.dst, static_cast<const T*>(pc.grad) + r.src, static_cast<std::size_t>(r.length)});
-      // This rank's part is updated in the parameters themselves, and the update also writes it into
-      // the buffer for the all-gather; the other parts come back from it.
-      if (r.dst < me * plan.part_size || r.dst >= (me + 1) * plan.part_size)
+      // Partitioned: this rank's part is updated in the parameters themselves, and the update also
+      // writes it into the buffer for the all-gather; the other parts come back from it.
+      if (strategy() == Strategy::partitioned && (r.dst < me * plan.part_size || r.dst >= (me + 1) * plan.part_size))
         unpack.push_back({static_cast<T*>(pc.value) + r.src, buf + r.dst, static_cast<std::size_t>(r.length)});
     }
     plan.pack_grads.assign(exec_, std::move(pack_grads));
@@ -903,7 +903,7 @@ class ShardedOptimizer {
       for (std::size_t k = 0; k < num_slots; ++k) s.slot[k] = plan.state[k].size() ? plan.state[k].data() + r.state_offset : nullptr;
       segs.push_back(s);
     }
-    detail::fused_update<Algo>(exec_, std::move(segs), scalars, workspace_of<T>());
+    detail::fused_update<Algo>(exec_, std::move(segs), std::move(scalars), workspace_of<T>());
     if (has_packed && strategy() == Strategy::partitioned) {
       plan.pack_absent.assign(exec_, std::move(absent));
       detail::copy_runs(exec_, plan.pack_absent);

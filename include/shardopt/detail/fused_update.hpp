@@ -180,7 +180,7 @@ struct fused_workspace_for<true, Algo, T, N, ExecSpace, MemorySpace> {
 // execution spaces each block is a plain vectorizable loop; on devices each block is a team whose
 // threads take consecutive elements.
 template <class Algo, class T, std::size_t N, class Scalars, class ExecSpace, class MemorySpace>
-void fused_update(const ExecSpace& exec, std::vector<Segment<T, N>>&& segments, const std::vector<Scalars>& scalars,
+void fused_update(const ExecSpace& exec, std::vector<Segment<T, N>>&& segments, std::vector<Scalars>&& scalars,
                   FusedWorkspace<T, N, Scalars, ExecSpace, MemorySpace>& ws) {
   if (segments.empty()) return;
   std::vector<Block> blocks = blocks_of(segments.size(), [&](std::size_t s) { return segments[s].size; });
@@ -191,7 +191,7 @@ void fused_update(const ExecSpace& exec, std::vector<Segment<T, N>>&& segments, 
   if (inline_scalars)
     for (std::size_t i = 0; i < scalars.size(); ++i) sets.set[i] = scalars[i];
   else
-    sets.table = ws.scalars.upload(exec, std::vector<Scalars>(scalars));
+    sets.table = ws.scalars.upload(exec, std::move(scalars));
   const Seg* segs = ws.segments.sync(exec, std::move(segments));
   const Block* blks = ws.blocks.sync(exec, std::move(blocks));
   const std::size_t nblocks = ws.blocks.size();
