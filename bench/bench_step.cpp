@@ -49,75 +49,47 @@ constexpr int streams_read() {
   return 2 + static_cast<int>(Algo::slot_names.size() == 3 ? 2 : Algo::slot_names.size());  // Adam without amsgrad: m, v
 }
 
-// The ceiling: a kernel over the same arrays that reads `reads` streams and writes `writes` of them,
-// with a multiply-add per element, nothing an optimizer could do with less traffic.
+// The ceiling: per element, a multiply-add that reads the parameter, the gradient and `reads` - 2
+// state streams and writes the parameter and the state, nothing an optimizer could do with less
+// traffic. It runs over the tensors `p` and `g` where they are, with the state in one buffer as the
+// optimizer keeps it.
 template <class T>
-double ceiling(std::vector<Kokkos::View<T*>>& arrays, int writes, std::size_t n, int reps) {
-  const int reads = static_cast<int>(arrays.size());
-  auto a0 = arrays[0], a1 = arrays[1];
-  auto a2 = reads > 2 ? arrays[2] : arrays[1];
-  auto a3 = reads > 3 ? arrays[3] : arrays[1];
-  const T c = T(0.999);
-  return best_time(
-      [&] {
-        if (reads == 4 && writes == 3) {
-          Kokkos::parallel_for(
-              "ceiling.4r3w", Kokkos::RangePolicy<Exec>(0, n), KOKKOS_LAMBDA(std::size_t i) {
-                const T g = a1(i);
-                a2(i) = a2(i) * c + g;
-                a3(i) = a3(i) * c + g;
-                a0(i) = a0(i) * c + g;
-              });
-        } else {  // 3 reads, 2 writes (SGD momentum, Adagrad)
-          Kokkos::parallel_for(
-              "ceiling.3r2w", Kokkos::RangePolicy<Exec>(0, n), KOKKOS_LAMBDA(std::size_t i) {
-                const T g = a1(i);
-                a2(i) = a2(i) * c + g;
-                a0(i) = a0(i) * c + g;
-              });
-        }
-        Kokkos::fence();
-      },
-      reps);
-}
-
-// The ceiling kernel (3 reads and 2 writes, or 4 and 3) over the optimizer's own arrays: each
-// tensor's parameter and gradient where they are, the state in one buffer as the optimizer keeps it.
-// Against the contiguous ceiling it shows what the tensors' placement in memory costs by itself.
-template <class T>
-double ceiling_same_arrays(const std::vector<Kokkos::View<T*>>& p, const std::vector<Kokkos::View<T*>>& g, int reads,
-                           std::size_t elements, int reps) {
+double ceiling(const std::vector<Kokkos::View<T*>>& p, const std::vector<Kokkos::View<T*>>& g, int reads, int reps) {
   const std::size_t tensors = p.size();
-  Kokkos::View<T*> s1("s1", tensors * elements), s2("s2", reads > 3 ? tensors * elements : 0);
-  Kokkos::deep_copy(s1, T(0.25));
-  Kokkos::deep_copy(s2, T(0.25));
   std::vector<T*> pp, gg;
+  std::vector<std::size_t> offset{0};  // of each tensor's state
   for (std::size_t t = 0; t < tensors; ++t) {
     pp.push_back(p[t].data());
     gg.push_back(g[t].data());
+    offset.push_back(offset.back() + p[t].extent(0));
   }
+  Kokkos::View<T*> s1("s1", offset.back()), s2("s2", reads > 3 ? offset.back() : 0);
+  Kokkos::deep_copy(s1, T(0.25));
+  Kokkos::deep_copy(s2, T(0.25));
   const T c = T(0.999);
   T* m = s1.data();
   T* v = s2.data();
   T* const* pd = pp.data();
   T* const* gd = gg.data();
+  const std::size_t* od = offset.data();
   const bool four = reads > 3;
   return best_time(
       [&] {
         Kokkos::parallel_for(
-            "ceiling.same_arrays", Kokkos::RangePolicy<Exec>(0, tensors), [=](std::size_t t) {
+            "ceiling", Kokkos::RangePolicy<Exec>(0, tensors), [=](std::size_t t) {
+              const std::size_t n = od[t + 1] - od[t];
               T* __restrict__ a0 = pd[t];
               const T* __restrict__ a1 = gd[t];
-              T* __restrict__ a2 = m + t * elements;
+              T* __restrict__ a2 = m + od[t];
               if (!four) {
-                for (std::size_t i = 0; i < elements; ++i) {
+                for (std::size_t i = 0; i < n; ++i) {
                   const T x = a1[i];
                   a2[i] = a2[i] * c + x;
                   a0[i] = a0[i] * c + x;
                 }
               } else {
-                T* __restrict__ a3 = v + t * elements;
-                for (std::size_t i = 0; i < elements; ++i) {
+                T* __restrict__ a3 = v + od[t];
+                for (std::size_t i = 0; i < n; ++i) {
                   const T x = a1[i];
                   a2[i] = a2[i] * c + x;
                   a3[i] = a3[i] * c + x;
@@ -128,6 +100,21 @@ double ceiling_same_arrays(const std::vector<Kokkos::View<T*>>& p, const std::ve
         Kokkos::fence();
       },
       reps);
+}
+
+// The ceiling over contiguous buffers of `n` elements, in blocks of the optimizer's block size.
+template <class T>
+double contiguous_ceiling(std::size_t n, int reads, int reps) {
+  Kokkos::View<T*> p_all("c", n), g_all("c", n);
+  Kokkos::deep_copy(p_all, T(0.25));
+  Kokkos::deep_copy(g_all, T(0.25));
+  std::vector<Kokkos::View<T*>> p, g;
+  for (std::size_t b = 0; b < n; b += shardopt::detail::block_elements) {
+    const auto range = std::make_pair(b, std::min(n, b + shardopt::detail::block_elements));
+    p.emplace_back(Kokkos::subview(p_all, range));
+    g.emplace_back(Kokkos::subview(g_all, range));
+  }
+  return ceiling<T>(p, g, reads, reps);
 }
 
 template <class Algo, class T>
@@ -155,15 +142,8 @@ void run(const Work& w, typename Algo::Options options, bool json, int reps) {
   const int reads = streams_read<Algo>(), writes = reads - 1;
   const double bytes_per_element = double(reads + writes) * sizeof(T);
   const double t_ours = best_time([&] { opt.step(); }, reps);
-  // The ceiling over one contiguous buffer of the same total size.
-  std::vector<Kokkos::View<T*>> arrays;
-  for (int r = 0; r < reads; ++r) {
-    arrays.emplace_back(Kokkos::View<T*>("c", n));
-    Kokkos::deep_copy(arrays.back(), T(0.25));
-  }
-  const double t_ceiling = ceiling<T>(arrays, writes, n, reps);
-  arrays.clear();
-  const double t_same = ceiling_same_arrays<T>(p, g, reads, w.elements, reps);
+  const double t_ceiling = contiguous_ceiling<T>(n, reads, reps);
+  const double t_same = ceiling<T>(p, g, reads, reps);  // over the optimizer's own arrays
   const double eps = double(n) / t_ours, ceiling_eps = double(n) / t_ceiling, same_eps = double(n) / t_same;
   const char* dtype = sizeof(T) == 4 ? "float32" : "float64";
   if (json)
