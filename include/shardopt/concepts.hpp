@@ -17,6 +17,8 @@
 #include <type_traits>
 #include <utility>
 
+#include <Kokkos_Macros.hpp>
+
 #include <shardopt/layout_support.hpp>
 
 namespace shardopt {
@@ -40,7 +42,7 @@ struct StateSlots {
   T* base[N > 0 ? N : 1];  ///< base[k]: the first element of the run in slot k (null if the slot is unused).
   std::size_t index;       ///< this element's index within the run
   /// The element's value in slot `k` (only for slots the options use).
-  constexpr T& operator[](std::size_t k) const { return base[k][index]; }
+  KOKKOS_INLINE_FUNCTION constexpr T& operator[](std::size_t k) const { return base[k][index]; }
 };
 
 namespace detail {

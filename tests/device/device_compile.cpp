@@ -1,0 +1,68 @@
+// Compiled (not linked, not run) by nvcc against a CUDA configuration of Kokkos 4.x/5.x headers:
+// ctest device.compile (see tests/CMakeLists.txt and scripts/kokkos_cuda_headers.sh).
+//
+// Every kernel of the step is a KOKKOS_LAMBDA that nvcc compiles for the GPU here, so a call to a
+// host-only function from a kernel, a View made in HostSpace where the optimizer's memory space
+// belongs, or an API that Kokkos 4/5 no longer has, fails this compile. No GPU is needed. What it
+// cannot show is that the code runs correctly on a GPU (docs/gpu.md says what has run where).
+#include <shardopt/shardopt.hpp>
+#include <shardopt/comm/nccl.hpp>
+
+#include <type_traits>
+
+#if !defined(KOKKOS_ENABLE_CUDA)
+#error "device_compile.cpp needs a Kokkos configured with KOKKOS_ENABLE_CUDA"
+#endif
+
+namespace so = shardopt;
+
+namespace device_compile {
+
+// Every member function a training loop uses, so that each of them is instantiated.
+template <class Algo, class Layout, class Comm, class Dev>
+void exercise(Comm comm) {
+  using Opt = so::ShardedOptimizer<Algo, Layout, Comm, Dev>;
+  using Mem = typename Opt::memory_space;
+  Kokkos::View<float**, Mem> p("p", 4, 8), g("g", 4, 8);
+  Kokkos::View<double*, Mem> q("q", 16), h("h", 16);
+  Opt opt(comm, {});
+  opt.add_param("p", p, g);
+  opt.add_param("q", q, h);
+  opt.add_param_group([](auto&) {});
+  opt.step();
+  opt.zero_grad();
+  opt.zero_grad(false);
+  opt.check_consistency();
+  (void)opt.template local_state<float>("p", Algo::slot_names[0]);
+  (void)opt.template gathered_state<double>("q", Algo::slot_names[0]);
+  auto sd = opt.state_dict();
+  opt.load_state_dict(sd);
+  opt.load_state_dict(opt.full_state_dict());
+  opt.save("x.safetensors");
+  opt.load("x.safetensors");
+}
+
+}  // namespace device_compile
+
+// Each algorithm on the partitioned layout, each layout with Adam, on Cuda/CudaSpace.
+template void device_compile::exercise<so::algo::SGD, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
+template void device_compile::exercise<so::algo::Adam, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
+template void device_compile::exercise<so::algo::AdamW, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
+template void device_compile::exercise<so::algo::Adagrad, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
+template void device_compile::exercise<so::algo::RMSprop, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
+template void device_compile::exercise<so::algo::Adam, so::layout::Replicated, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
+template void device_compile::exercise<so::algo::Adam, so::layout::DataParallel, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
+template void device_compile::exercise<so::algo::Adam, so::layout::ChunkRows, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
+template void device_compile::exercise<so::algo::Adam, so::layout::ChunkCols, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
+// Unified memory as the optimizer's memory space, and a world of one (comm::Serial) on the device.
+template void device_compile::exercise<so::algo::Adam, so::layout::FlatPartition, so::comm::Nccl,
+                       Kokkos::Device<Kokkos::Cuda, Kokkos::CudaUVMSpace>>(so::comm::Nccl);
+template void device_compile::exercise<so::algo::SGD, so::layout::DataParallel, so::comm::Serial, Kokkos::Cuda>(so::comm::Serial);
+// The host path under the same Kokkos version.
+template void device_compile::exercise<so::algo::Adam, so::layout::FlatPartition, so::comm::Serial, Kokkos::Serial>(so::comm::Serial);
+
+// comm::Mpi reduces in host memory: with CudaSpace it must not compile (checked by the
+// compile_fail tests with the host Kokkos); here the trait that drives it.
+static_assert(so::detail::host_path<Kokkos::Serial, Kokkos::HostSpace>);
+static_assert(!so::detail::host_path<Kokkos::Cuda, Kokkos::CudaSpace>);
+static_assert(!so::detail::host_path<Kokkos::Cuda, Kokkos::CudaUVMSpace>);
