@@ -8,6 +8,10 @@
 #include <shardopt/shardopt.hpp>
 #include <shardopt/comm/nccl.hpp>
 
+// The user-written algorithms of the example and of docs/writing_policies.md: what users copy.
+#include "docs/snippets/adadelta.hpp"
+#include "examples/lion.hpp"
+
 #include <type_traits>
 
 #if !defined(KOKKOS_ENABLE_CUDA)
@@ -50,6 +54,8 @@ template void device_compile::exercise<so::algo::Adam, so::layout::FlatPartition
 template void device_compile::exercise<so::algo::AdamW, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
 template void device_compile::exercise<so::algo::Adagrad, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
 template void device_compile::exercise<so::algo::RMSprop, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
+template void device_compile::exercise<Lion, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
+template void device_compile::exercise<Adadelta, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
 template void device_compile::exercise<so::algo::Adam, so::layout::Replicated, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
 template void device_compile::exercise<so::algo::Adam, so::layout::DataParallel, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
 template void device_compile::exercise<so::algo::Adam, so::layout::ChunkRows, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
