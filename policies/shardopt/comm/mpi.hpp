@@ -21,6 +21,7 @@
 
 #include <shardopt/comm_stats.hpp>
 #include <shardopt/concepts.hpp>
+#include <shardopt/detail/ordered_reduce.hpp>
 #include <shardopt/error.hpp>
 
 namespace shardopt::comm {
@@ -106,21 +107,8 @@ class Mpi {
   void all_reduce(std::span<T> buffer, ReduceOp op) {
     if (size() == 1) return;
     if constexpr (std::is_floating_point_v<T>) {
-      const std::size_t p = static_cast<std::size_t>(size()), part = (buffer.size() + p - 1) / p;
-      const int n = detail_mpi::to_int(part, "all_reduce");
-      if (part * p == buffer.size()) {  // in place: this rank's part of `buffer` receives its reduction
-        ordered_reduce_scatter(buffer.data(), buffer.data() + rank() * part, part, op);
-        detail_mpi::check(MPI_Allgather(MPI_IN_PLACE, n, detail_mpi::datatype<T>(), buffer.data(), n, detail_mpi::datatype<T>(), native()),
-                          "MPI_Allgather");
-      } else {
-        T* padded = scratch<T>(state_->padded, p * part);
-        std::copy(buffer.begin(), buffer.end(), padded);
-        std::fill(padded + buffer.size(), padded + p * part, T(0));
-        ordered_reduce_scatter(padded, padded + rank() * part, part, op);
-        detail_mpi::check(MPI_Allgather(MPI_IN_PLACE, n, detail_mpi::datatype<T>(), padded, n, detail_mpi::datatype<T>(), native()),
-                          "MPI_Allgather");
-        std::copy(padded, padded + buffer.size(), buffer.begin());
-      }
+      Ordered o{*this};
+      detail::ordered_all_reduce(o, buffer.data(), buffer.size(), op);
     } else {
       detail_mpi::check(MPI_Allreduce(MPI_IN_PLACE, buffer.data(), detail_mpi::to_int(buffer.size(), "all_reduce"),
                                       detail_mpi::datatype<T>(), detail_mpi::op(op), native()),
@@ -139,7 +127,8 @@ class Mpi {
       if (send.data() != recv.data()) std::copy(send.begin(), send.end(), recv.begin());
       return;
     }
-    ordered_reduce_scatter(send.data(), recv.data(), recv.size(), op);
+    Ordered o{*this};
+    detail::ordered_reduce_scatter(o, send.data(), recv.data(), recv.size(), op);
     count(detail::reduce_scatter_bytes(recv.size_bytes(), size()));
   }
   /// All-gather: `recv` gets every rank's `send`, in rank order (`recv.size() == size() * send.size()`).
@@ -250,31 +239,35 @@ class Mpi {
       if (!finalized && comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
     }
   };
-  // recv[i] = op over ranks q in order of send_q[rank * n + i]: one MPI_Alltoall, then a local combine.
-  // `recv` may lie inside `send` (it is written after the exchange).
-  template <class T>
-  void ordered_reduce_scatter(const T* send, T* recv, std::size_t n, ReduceOp op) {
-    const std::size_t p = static_cast<std::size_t>(size());
-    T* parts = scratch<T>(state_->parts, p * n);
-    detail_mpi::check(MPI_Alltoall(send, detail_mpi::to_int(n, "reduce_scatter"), detail_mpi::datatype<T>(), parts,
-                                   detail_mpi::to_int(n, "reduce_scatter"), detail_mpi::datatype<T>(), native()),
-                      "MPI_Alltoall");
-    std::copy(parts, parts + n, recv);
-    for (std::size_t q = 1; q < p; ++q) {
-      const T* part = parts + q * n;
-      switch (op) {
-        case ReduceOp::sum:
-          for (std::size_t i = 0; i < n; ++i) recv[i] = recv[i] + part[i];
-          break;
-        case ReduceOp::min:
-          for (std::size_t i = 0; i < n; ++i) recv[i] = part[i] < recv[i] ? part[i] : recv[i];
-          break;
-        case ReduceOp::max:
-          for (std::size_t i = 0; i < n; ++i) recv[i] = part[i] > recv[i] ? part[i] : recv[i];
-          break;
-      }
+  // The transport of detail::ordered_all_reduce / ordered_reduce_scatter: host memory, MPI_Alltoall
+  // and MPI_Allgather, the combine on the host.
+  struct Ordered {
+    Mpi& c;
+    std::size_t size() const { return static_cast<std::size_t>(c.size()); }
+    std::size_t rank() const { return static_cast<std::size_t>(c.rank()); }
+    template <class T>
+    T* scratch_parts(std::size_t n) { return scratch<T>(c.state_->parts, n); }
+    template <class T>
+    T* scratch_padded(std::size_t n) { return scratch<T>(c.state_->padded, n); }
+    template <class T>
+    void all_to_all(const T* send, T* parts, std::size_t n) {
+      const int count = detail_mpi::to_int(n, "all_reduce/reduce_scatter");
+      detail_mpi::check(MPI_Alltoall(send, count, detail_mpi::datatype<T>(), parts, count, detail_mpi::datatype<T>(), c.native()),
+                        "MPI_Alltoall");
     }
-  }
+    template <class T>
+    void combine(const T* parts, T* out, std::size_t n, ReduceOp op) { detail::combine_in_rank_order(parts, out, n, size(), op); }
+    template <class T>
+    void all_gather_in_place(T* buffer, std::size_t n) {
+      const int count = detail_mpi::to_int(n, "all_reduce");
+      detail_mpi::check(MPI_Allgather(MPI_IN_PLACE, count, detail_mpi::datatype<T>(), buffer, count, detail_mpi::datatype<T>(), c.native()),
+                        "MPI_Allgather");
+    }
+    template <class T>
+    void copy(T* dst, const T* src, std::size_t n) { std::copy(src, src + n, dst); }
+    template <class T>
+    void zero(T* dst, std::size_t n) { std::fill(dst, dst + n, T(0)); }
+  };
   // Memory for n elements of T, kept between calls (not cleared).
   template <class T>
   static T* scratch(std::vector<unsigned char>& s, std::size_t n) {

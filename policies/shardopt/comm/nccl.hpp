@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -15,6 +16,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #if SHARDOPT_HAS_MPI
 #ifndef OMPI_SKIP_MPICXX
@@ -28,6 +30,7 @@
 
 #include <shardopt/comm_stats.hpp>
 #include <shardopt/concepts.hpp>
+#include <shardopt/detail/ordered_reduce.hpp>
 #include <shardopt/error.hpp>
 
 namespace shardopt::comm {
@@ -71,6 +74,21 @@ inline bool on_device(const void* p) {
   }
   return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
 }
+#if defined(__CUDACC__)
+// out[i] = parts[0][i] op parts[1][i] op ... in rank order (detail::combine_in_rank_order on the device).
+template <class T>
+__global__ void combine_in_rank_order(const T* parts, T* out, std::size_t n, std::size_t p, ReduceOp op) {
+  const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
+  for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    T acc = parts[i];
+    for (std::size_t q = 1; q < p; ++q) {
+      const T v = parts[q * n + i];
+      acc = op == ReduceOp::sum ? acc + v : op == ReduceOp::min ? (v < acc ? v : acc) : (v > acc ? v : acc);
+    }
+    out[i] = acc;
+  }
+}
+#endif
 }  // namespace detail_nccl
 
 /// @brief A communicator over NCCL: collectives on device buffers, enqueued on a CUDA stream.
@@ -80,8 +98,15 @@ inline bool on_device(const void* p) {
 /// host memory (the optimizer's small agreement messages) are staged through a device buffer and
 /// synchronized, since their result is needed on the host.
 ///
-/// Reductions are NCCL's: deterministic from run to run for a fixed world size and topology, but,
-/// unlike comm::Mpi, not independent of the world size (not bitwise equal to one process).
+/// Floating-point reductions are rank-ordered by default (Order::rank), as comm::Mpi's: each element
+/// is combined in rank order, ((x_0 + x_1) + x_2) + ..., so results are the bits of one process
+/// whatever the world size. This is an all-to-all of grouped ncclSend/ncclRecv, a combine kernel on
+/// the stream and an ncclAllGather: a ring all-reduce's volume, plus scratch device memory of the
+/// buffer's size. The kernel needs the including file compiled as CUDA (nvcc, as Kokkos' CUDA backend
+/// requires anyway); otherwise the parts are combined on the host, with a stream synchronization.
+/// Order::native uses NCCL's own reductions instead: faster, deterministic from run to run for a
+/// fixed world size and topology, but not the same bits at every world size. Integer reductions
+/// are exact and always NCCL's.
 ///
 /// Errors: every NCCL and CUDA error becomes a CommError naming the call and NCCL's error string.
 /// Before each collective, an asynchronous error (ncclCommGetAsyncError) aborts the communicator
@@ -92,10 +117,17 @@ class Nccl {
   static constexpr std::string_view name = "Nccl";       ///< shown in messages
   static constexpr bool stream_ordered = true;           ///< collectives are ordered on stream()
 
+  /// How floating-point reductions combine the ranks' values.
+  enum class Order {
+    rank,    ///< in rank order, the same bits at every world size (default)
+    native,  ///< NCCL's own reduction algorithms
+  };
+
   /// Uses `comm` (not owned: the caller destroys it) with collectives enqueued on `stream`.
-  explicit Nccl(ncclComm_t comm, cudaStream_t stream = nullptr) : state_(std::make_shared<State>()) {
+  explicit Nccl(ncclComm_t comm, cudaStream_t stream = nullptr, Order order = Order::rank) : state_(std::make_shared<State>()) {
     state_->comm = comm;
     state_->stream = stream;
+    state_->order = order;
     detail_nccl::check(ncclCommCount(comm, &state_->size), "ncclCommCount");
     detail_nccl::check(ncclCommUserRank(comm, &state_->rank), "ncclCommUserRank");
   }
@@ -104,7 +136,7 @@ class Nccl {
   /// @brief Creates (and owns) a NCCL communicator over the ranks of `mpi` (collective over `mpi`):
   /// rank 0 creates the unique id and broadcasts it over MPI. Each rank must have selected its
   /// CUDA device before.
-  static Nccl from_mpi(MPI_Comm mpi, cudaStream_t stream = nullptr) {
+  static Nccl from_mpi(MPI_Comm mpi, cudaStream_t stream = nullptr, Order order = Order::rank) {
     int rank = 0, size = 1;
     MPI_Comm_rank(mpi, &rank);
     MPI_Comm_size(mpi, &size);
@@ -113,7 +145,7 @@ class Nccl {
     if (MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, mpi) != MPI_SUCCESS) throw CommError("comm::Nccl::from_mpi: MPI_Bcast of the unique id failed");
     ncclComm_t comm = nullptr;
     detail_nccl::check(ncclCommInitRank(&comm, size, id, rank), "ncclCommInitRank");
-    Nccl n(comm, stream);
+    Nccl n(comm, stream, order);
     n.state_->owned = true;
     return n;
   }
@@ -123,17 +155,24 @@ class Nccl {
   int size() const noexcept { return state_->size; }  ///< number of ranks
   ncclComm_t native() const noexcept { return state_->comm; }     ///< the NCCL communicator
   cudaStream_t stream() const noexcept { return state_->stream; }  ///< the stream collectives use
+  Order order() const noexcept { return state_->order; }           ///< how floating-point reductions combine
 
-  /// In-place all-reduce of `buffer`.
+  /// In-place all-reduce of `buffer` (in rank order for floating point, see Order).
   template <class T>
   void all_reduce(std::span<T> buffer, ReduceOp op) {
     if (size() == 1 || buffer.empty()) return;
-    run(buffer.data(), buffer.size(), buffer.data(), buffer.size(), [&](const void* s, void* r) {
-      return ncclAllReduce(s, r, buffer.size(), detail_nccl::datatype<T>(), detail_nccl::op(op), state_->comm, state_->stream);
+    run(buffer.data(), buffer.size(), buffer.data(), buffer.size(), [&](const T*, T* r) {
+      if (rank_ordered<T>()) {
+        Ordered o{*this};
+        detail::ordered_all_reduce(o, r, buffer.size(), op);
+        return ncclSuccess;
+      }
+      return ncclAllReduce(r, r, buffer.size(), detail_nccl::datatype<T>(), detail_nccl::op(op), state_->comm, state_->stream);
     });
     count(detail::all_reduce_bytes(buffer.size_bytes(), size()));
   }
-  /// Reduce-scatter: `recv` gets this rank's part (`send.size() == size() * recv.size()`).
+  /// Reduce-scatter: `recv` gets this rank's part (`send.size() == size() * recv.size()`), in rank
+  /// order for floating point (see Order).
   template <class T>
   void reduce_scatter(std::span<const T> send, std::span<T> recv, ReduceOp op) {
     if (send.size() != recv.size() * static_cast<std::size_t>(size()))
@@ -144,7 +183,12 @@ class Nccl {
       if (send.data() != recv.data()) copy(recv.data(), send.data(), recv.size_bytes());
       return;
     }
-    run(send.data(), send.size(), recv.data(), recv.size(), [&](const void* s, void* r) {
+    run(send.data(), send.size(), recv.data(), recv.size(), [&](const T* s, T* r) {
+      if (rank_ordered<T>()) {
+        Ordered o{*this};
+        detail::ordered_reduce_scatter(o, s, r, recv.size(), op);
+        return ncclSuccess;
+      }
       return ncclReduceScatter(s, r, recv.size(), detail_nccl::datatype<T>(), detail_nccl::op(op), state_->comm, state_->stream);
     });
     count(detail::reduce_scatter_bytes(recv.size_bytes(), size()));
@@ -186,19 +230,39 @@ class Nccl {
   const CommStats& stats() const noexcept { return state_->stats; }
 
  private:
+  struct DeviceScratch {
+    void* data = nullptr;
+    std::size_t bytes = 0;
+    DeviceScratch() = default;
+    DeviceScratch(const DeviceScratch&) = delete;
+    DeviceScratch& operator=(const DeviceScratch&) = delete;
+    ~DeviceScratch() {
+      if (data) (void)cudaFree(data);
+    }
+    void* get(std::size_t n) {
+      if (bytes < n) {
+        if (data) detail_nccl::check(cudaFree(data), "cudaFree");
+        data = nullptr;
+        bytes = 0;
+        detail_nccl::check(cudaMalloc(&data, n), "cudaMalloc");
+        bytes = n;
+      }
+      return data;
+    }
+  };
   struct State {
     ncclComm_t comm = nullptr;
     cudaStream_t stream = nullptr;
     int rank = 0, size = 1;
     bool owned = false;
+    Order order = Order::rank;
     CommStats stats;
-    void* staging = nullptr;
-    std::size_t staging_bytes = 0;
+    DeviceScratch staging, parts, padded;   // device memory kept between calls
+    std::vector<unsigned char> host_parts;  // the host combine's copy (file not compiled as CUDA)
     State() = default;
     State(const State&) = delete;
     State& operator=(const State&) = delete;
     ~State() {
-      if (staging) (void)cudaFree(staging);
       if (owned && comm) (void)ncclCommDestroy(comm);
     }
   };
@@ -224,16 +288,63 @@ class Nccl {
     detail_nccl::check(cudaStreamSynchronize(state_->stream), "cudaStreamSynchronize");
     check_async();
   }
-  void* staging(std::size_t bytes) {
-    if (state_->staging_bytes < bytes) {
-      if (state_->staging) detail_nccl::check(cudaFree(state_->staging), "cudaFree");
-      state_->staging = nullptr;
-      state_->staging_bytes = 0;
-      detail_nccl::check(cudaMalloc(&state_->staging, bytes), "cudaMalloc");
-      state_->staging_bytes = bytes;
-    }
-    return state_->staging;
+  void* staging(std::size_t bytes) { return state_->staging.get(bytes); }
+  template <class T>
+  bool rank_ordered() const {
+    return std::is_floating_point_v<T> && state_->order == Order::rank;
   }
+  // The transport of detail::ordered_all_reduce / ordered_reduce_scatter: device memory, an
+  // all-to-all of grouped ncclSend/ncclRecv, the combine kernel, ncclAllGather; all on stream().
+  struct Ordered {
+    Nccl& c;
+    std::size_t size() const { return static_cast<std::size_t>(c.size()); }
+    std::size_t rank() const { return static_cast<std::size_t>(c.rank()); }
+    template <class T>
+    T* scratch_parts(std::size_t n) { return static_cast<T*>(c.state_->parts.get(n * sizeof(T))); }
+    template <class T>
+    T* scratch_padded(std::size_t n) { return static_cast<T*>(c.state_->padded.get(n * sizeof(T))); }
+    template <class T>
+    void all_to_all(const T* send, T* parts, std::size_t n) {
+      const auto dt = detail_nccl::datatype<T>();
+      detail_nccl::check(ncclGroupStart(), "ncclGroupStart");
+      ncclResult_t r = ncclSuccess;
+      for (int q = 0; q < c.size() && (r == ncclSuccess || r == ncclInProgress); ++q) {
+        r = ncclSend(send + q * n, n, dt, q, c.state_->comm, c.state_->stream);
+        if (r == ncclSuccess || r == ncclInProgress) r = ncclRecv(parts + q * n, n, dt, q, c.state_->comm, c.state_->stream);
+      }
+      const ncclResult_t end = ncclGroupEnd();
+      detail_nccl::check(r, "ncclSend/ncclRecv");
+      detail_nccl::check(end, "ncclGroupEnd");
+    }
+    template <class T>
+    void combine(const T* parts, T* out, std::size_t n, ReduceOp op) {
+#if defined(__CUDACC__)
+      const std::size_t blocks = std::min<std::size_t>((n + 255) / 256, 65535);
+      detail_nccl::combine_in_rank_order<T><<<static_cast<unsigned>(blocks), 256, 0, c.state_->stream>>>(parts, out, n, size(), op);
+      detail_nccl::check(cudaGetLastError(), "the rank-order combine kernel");
+#else
+      auto& host = c.state_->host_parts;
+      host.resize(size() * n * sizeof(T));
+      T* h = reinterpret_cast<T*>(host.data());
+      c.copy(h, parts, size() * n * sizeof(T));
+      detail_nccl::check(cudaStreamSynchronize(c.state_->stream), "cudaStreamSynchronize");
+      detail::combine_in_rank_order(h, h, n, size(), op);
+      c.copy(out, h, n * sizeof(T));
+      detail_nccl::check(cudaStreamSynchronize(c.state_->stream), "cudaStreamSynchronize");
+#endif
+    }
+    template <class T>
+    void all_gather_in_place(T* buffer, std::size_t n) {
+      detail_nccl::check(ncclAllGather(buffer + rank() * n, buffer, n, detail_nccl::datatype<T>(), c.state_->comm, c.state_->stream),
+                         "ncclAllGather");
+    }
+    template <class T>
+    void copy(T* dst, const T* src, std::size_t n) { c.copy(dst, src, n * sizeof(T)); }
+    template <class T>
+    void zero(T* dst, std::size_t n) {
+      detail_nccl::check(cudaMemsetAsync(dst, 0, n * sizeof(T), c.state_->stream), "cudaMemsetAsync");
+    }
+  };
   void copy(void* dst, const void* src, std::size_t bytes) {
     detail_nccl::check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, state_->stream), "cudaMemcpyAsync");
   }
