@@ -6,14 +6,17 @@
 // tables uploaded to the memory space, team kernels, state staged with deep_copy, and a
 // communicator that is not host-memory-only. A View made in HostSpace where memory_space belongs
 // would not compile, and a mistake on the device path gives other bits than the host path.
-// (A host dereference of device memory cannot be caught this way: that takes a GPU.)
+// Its memory is guarded (guarded_memory.hpp): while a test holds a test::guard::Scope, host code
+// touching it outside a Kokkos kernel or deep_copy faults, as device memory does on a GPU.
 
 #include <shardopt/shardopt.hpp>
 
+#include <span>
 #include <type_traits>
 
 #if __has_include(<Kokkos_LogicalSpaces.hpp>)
 #define SHARDOPT_TEST_DEVICE_LIKE 1
+#include "guarded_memory.hpp"
 
 namespace test {
 struct DeviceLikeName {
@@ -23,11 +26,37 @@ using DeviceLike = Kokkos::Experimental::LogicalMemorySpace<Kokkos::HostSpace, K
                                                             Kokkos::Experimental::LogicalSpaceSharesAccess::shared_access>;
 using OnDeviceLike = Kokkos::Device<Kokkos::DefaultHostExecutionSpace, DeviceLike>;
 static_assert(!std::is_same_v<DeviceLike, Kokkos::HostSpace>);
+}  // namespace test
 
-// comm::Mpi standing in for a device communicator such as comm::Nccl (the memory is host memory underneath).
+SHARDOPT_TEST_GUARDED_SPACE(test::DeviceLike)
+
+namespace test {
+// comm::Mpi standing in for a device communicator such as comm::Nccl, which reads and writes
+// device buffers on the device: its collectives may touch guarded memory.
 struct DeviceMpi : shardopt::comm::Mpi {
-  using shardopt::comm::Mpi::Mpi;
+  using Base = shardopt::comm::Mpi;
+  using Base::Base;
   static constexpr bool host_memory_only = false;
+  template <class T>
+  void all_reduce(std::span<T> buffer, shardopt::ReduceOp op) {
+    guard::DeviceAccess device;
+    Base::all_reduce(buffer, op);
+  }
+  template <class T>
+  void reduce_scatter(std::span<const T> send, std::span<T> recv, shardopt::ReduceOp op) {
+    guard::DeviceAccess device;
+    Base::reduce_scatter(send, recv, op);
+  }
+  template <class T>
+  void all_gather(std::span<const T> send, std::span<T> recv) {
+    guard::DeviceAccess device;
+    Base::all_gather(send, recv);
+  }
+  template <class T>
+  void broadcast(std::span<T> buffer, int root) {
+    guard::DeviceAccess device;
+    Base::broadcast(buffer, root);
+  }
 };
 }  // namespace test
 

@@ -333,6 +333,7 @@ BOOST_AUTO_TEST_CASE(resume_is_bitwise_and_save_is_reproducible) {
 // and a resume from either that continues with the same bits.
 BOOST_AUTO_TEST_CASE(device_path_checkpoints_resume_bitwise) {
   using Device = Model<layout::FlatPartition, so::algo::Adam, test::OnDeviceLike, test::DeviceMpi>;
+  test::guard::Scope guarded;  // host code touching device memory faults
   TempDir dir;
   Model<layout::ChunkRows> host(MPI_COMM_WORLD);
   Device dev(MPI_COMM_WORLD);

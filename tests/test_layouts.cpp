@@ -5,6 +5,9 @@
 #include "device_like.hpp"
 #include "support.hpp"
 
+#include <setjmp.h>  // sigsetjmp (POSIX)
+#include <signal.h>
+
 #include <algorithm>
 #include <string>
 #include <tuple>
@@ -169,7 +172,38 @@ using DeviceLikeCases = std::tuple<Case<so::algo::Adam, layout::FlatPartition>, 
 
 BOOST_AUTO_TEST_SUITE(distinct_memory_space)
 
+namespace {
+sigjmp_buf fault_jump;
+void jump_back(int, siginfo_t*, void*) { siglongjmp(fault_jump, 1); }
+}  // namespace
+
+// The guard that the device-path tests rely on: kernels and deep_copy may touch DeviceLike memory,
+// a host read outside them faults.
+BOOST_AUTO_TEST_CASE(host_access_to_device_like_memory_faults) {
+  struct sigaction mine {}, previous {};
+  mine.sa_flags = SA_SIGINFO | SA_NODEFER;
+  mine.sa_sigaction = jump_back;
+  sigaction(SIGSEGV, &mine, &previous);  // the guard passes faults it does not handle on to this
+  bool caught = false;
+  {
+    test::guard::Scope guarded;
+    test::guard::detail::state().report = false;
+    Kokkos::View<float*, test::DeviceLike> v("v", 100);
+    Kokkos::parallel_for(Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, 100), KOKKOS_LAMBDA(int i) { v(i) = float(i); });
+    BOOST_TEST(test::to_host<float>(v)[7] == 7.0f);
+    volatile float x = 0;
+    if (sigsetjmp(fault_jump, 1) == 0) x = v.data()[1];
+    else caught = true;
+    (void)x;
+    test::guard::detail::state().report = true;
+  }
+  sigaction(SIGSEGV, &previous, nullptr);
+  BOOST_TEST(caught, "a host read of DeviceLike memory outside a kernel faults");
+}
+
+// Host code touching the optimizer's memory outside a kernel or deep_copy faults here (guarded_memory.hpp).
 BOOST_AUTO_TEST_CASE_TEMPLATE(device_path_gives_the_host_bits, C, DeviceLikeCases) {
+  test::guard::Scope guarded;
   same_bits_as_one_process<typename C::Algo, typename C::Layout, float, OnDeviceLike, DeviceMpi>(6);
   same_bits_as_one_process<typename C::Algo, typename C::Layout, double, OnDeviceLike, DeviceMpi>(3);
 }
