@@ -32,6 +32,7 @@ void exercise(Comm comm) {
   Opt opt(comm, {});
   opt.add_param("p", p, g);
   opt.add_param("q", q, h);
+  opt.add_param("sharded", so::ShardedTensor<float, Mem>::chunk(comm, {6, 3}, 1));  // a user-sharded tensor
   opt.add_param_group([](auto&) {});
   opt.step();
   opt.zero_grad();
