@@ -12,8 +12,8 @@
 //   Kokkos reads and writes from host code) ends exactly where the data's first page begins; only
 //   the data pages are ever protected.
 // - Kokkos Tools callbacks (begin/end of parallel_for, parallel_reduce, parallel_scan and
-//   deep_copy) keep a nesting depth. In lazy mode (the tests' choice) the data pages stay PROT_NONE;
-//   a fault inside a kernel opens that allocation until the outermost kernel or copy ends. Outside
+//   deep_copy) keep a nesting depth. The data pages stay PROT_NONE; a fault inside a kernel opens
+//   that allocation until the outermost kernel or copy ends (cost ~ the allocations touched). Outside
 //   kernels a fault names the allocation on stderr and is passed to the previous SIGSEGV handler.
 // - DeviceAccess opens the memory for host code that stands in for a device agent (test::DeviceMpi
 //   playing NCCL on device buffers).
@@ -46,14 +46,13 @@ struct Region {
   char* data;        // first protected byte (page aligned)
   size_t data_len;   // protected length (page multiple, may be 0)
   std::string label;
-  bool open = false;  // lazy mode: unprotected by the fault handler during the current kernel
+  bool open = false;  // unprotected by the fault handler during the current kernel
 };
 struct State {
   std::mutex mtx;
   std::map<char*, Region> regions;  // keyed by the pointer returned to Kokkos
   int depth = 0;                    // nesting of kernels / deep_copies
   bool enabled = false;             // protection active (after install, before uninstall)
-  bool lazy = false;                // lazy mode: open regions on first touch inside a kernel
   bool report = true;               // print the allocation's label on a guarded fault
   struct sigaction prev_sa {};      // SIGSEGV disposition before install()
   Kokkos::Tools::Experimental::EventSet prev{};
@@ -82,22 +81,16 @@ inline void close_opened() {
       r.open = false;
     }
 }
-inline int idle_prot() { return state().enabled ? PROT_NONE : (PROT_READ | PROT_WRITE); }
 
 inline void enter() {
   auto& s = state();
   std::lock_guard lk(s.mtx);
-  if (s.depth++ == 0 && s.enabled && !s.lazy) set_all(PROT_READ | PROT_WRITE);
+  ++s.depth;
 }
 inline void leave() {
   auto& s = state();
   std::lock_guard lk(s.mtx);
-  if (--s.depth == 0 && s.enabled) {
-    if (s.lazy)
-      close_opened();
-    else
-      set_all(PROT_NONE);
-  }
+  if (--s.depth == 0 && s.enabled) close_opened();
 }
 
 // ---- Kokkos Tools callbacks (chain to whatever was installed before) ----
@@ -139,13 +132,13 @@ inline Region* find(const void* addr) {
   return (a >= r.data && a < r.data + r.data_len) ? &r : nullptr;
 }
 
-// SIGSEGV handler. Lazy mode, inside a kernel: open the touched region and retry the access.
+// SIGSEGV handler. Inside a kernel: open the touched region and retry the access.
 // Otherwise: name the allocation (if it is guarded) and hand the fault to the previous disposition.
 // (Not strictly async-signal-safe: walks the map without the lock. Fine for Serial test programs.)
 inline void on_segv(int sig, siginfo_t* si, void* ctx) {
   auto& s = state();
   Region* r = find(si->si_addr);
-  if (r && s.enabled && s.depth > 0 && s.lazy) {
+  if (r && s.enabled && s.depth > 0) {
     protect(*r, PROT_READ | PROT_WRITE);
     r->open = true;
     return;
@@ -170,10 +163,8 @@ inline void on_segv(int sig, siginfo_t* si, void* ctx) {
 }  // namespace detail
 
 // Call after Kokkos::initialize (and after installing any SIGSEGV handler of your own: it is chained).
-// lazy=false: every kernel/deep_copy boundary mprotects every live allocation (cost ~ live allocations).
-// lazy=true : pages stay PROT_NONE; a fault inside a kernel opens that allocation until the outermost
-//             kernel ends (cost ~ allocations actually touched; debuggers will see benign SIGSEGVs).
-inline void install(bool lazy = false) {
+// Debuggers see the benign SIGSEGVs that open memory inside kernels (gdb: handle SIGSEGV nostop noprint).
+inline void install() {
   namespace T = Kokkos::Tools::Experimental;
   auto& s = detail::state();
   s.prev = T::get_callbacks();
@@ -190,7 +181,6 @@ inline void install(bool lazy = false) {
   sa.sa_sigaction = detail::on_segv;
   sigaction(SIGSEGV, &sa, &s.prev_sa);
   std::lock_guard lk(s.mtx);
-  s.lazy = lazy;
   s.enabled = true;
   if (s.depth == 0) detail::set_all(PROT_NONE);
 }
@@ -204,14 +194,10 @@ inline void uninstall() {
   Kokkos::Tools::Experimental::set_callbacks(s.prev);
   sigaction(SIGSEGV, &s.prev_sa, nullptr);
 }
-inline bool is_guarded(const void* p) {
-  std::lock_guard lk(detail::state().mtx);
-  return detail::find(p) != nullptr;
-}
 
-// RAII: the guard is on (lazy mode) while this is alive; a test that uses guarded memory holds one.
+// RAII: the guard is on while this is alive; a test that uses guarded memory holds one.
 struct Scope {
-  Scope() { install(true); }
+  Scope() { install(); }
   ~Scope() { uninstall(); }
   Scope(const Scope&) = delete;
   Scope& operator=(const Scope&) = delete;
@@ -257,7 +243,7 @@ inline void* allocate(const char* label, const size_t alloc_size, const size_t l
     // Kokkos writes the header right after this returns (unprotected page); View initialization runs
     // as a parallel_for with callbacks. So the data may be protected immediately when idle.
     r.open = s.enabled && s.depth > 0;
-    protect(r, s.depth > 0 ? (PROT_READ | PROT_WRITE) : idle_prot());
+    protect(r, s.enabled && s.depth == 0 ? PROT_NONE : (PROT_READ | PROT_WRITE));
     s.regions.emplace(ret, std::move(r));
   }
   if (Kokkos::Profiling::profileLibraryLoaded())
