@@ -36,6 +36,8 @@ struct Timed {
   template <class T>
   void broadcast(std::span<T> b, int root) { timed([&] { inner.broadcast(b, root); }); }
   void barrier() { inner.barrier(); }
+  // The collective watchdog's arrival check (comm::Mpi::arrive), forwarded so that its cost counts.
+  void arrive(std::int64_t seq, double timeout, const std::string& call) { timed([&] { inner.arrive(seq, timeout, call); }); }
   const shardopt::CommStats& stats() const { return inner.stats(); }
   template <class F>
   void timed(F&& f) {

@@ -6,6 +6,9 @@
 
 #include "../examples/lion.hpp"
 
+#include <cmath>
+#include <filesystem>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 
@@ -151,7 +154,8 @@ BOOST_AUTO_TEST_CASE(views_of_rank_one_to_four_and_both_dtypes) {
   Kokkos::View<float*> a("a", 3), ga("ga", 3);
   Kokkos::View<double**> b("b", 2, 3), gb("gb", 2, 3);
   Kokkos::View<float***> c("c", 2, 2, 2), gc("gc", 2, 2, 2);
-  Kokkos::View<double****, Kokkos::LayoutLeft> d("d", 1, 2, 1, 2), gd("gd", 1, 2, 1, 2);
+  // LayoutLeft whose memory is in row-major order (one dimension above 1).
+  Kokkos::View<double****, Kokkos::LayoutLeft> d("d", 1, 4, 1, 1), gd("gd", 1, 4, 1, 1);
   opt.add_param("a", a, ga);
   opt.add_param("b", b, gb);
   opt.add_param("c", c, gc);
@@ -165,6 +169,92 @@ BOOST_AUTO_TEST_CASE(views_of_rank_one_to_four_and_both_dtypes) {
   BOOST_TEST(test::to_host<double>(b)[5] == -1.0);
   BOOST_TEST(test::to_host<float>(c)[7] == -1.0f);
   BOOST_TEST(test::to_host<double>(d)[3] == -1.0);
+}
+
+// Memory that two registrations share would be stepped twice (and split the ranks under a
+// partitioned layout): tied weights, subviews of a parameter, a gradient that is a parameter.
+BOOST_AUTO_TEST_CASE(overlapping_memory_is_rejected_and_changes_nothing) {
+  SerialOpt<so::algo::Adam> opt(Serial{});
+  Kokkos::View<float**> w("w", 8, 4), gw("gw", 8, 4), g2("g2", 8, 4), g3("g3", 2, 4);
+  opt.add_param("embed.weight", w, gw);
+  require_throw<so::InvalidArgument>([&] { opt.add_param("head.weight", w, g2); },
+                                     {"add_param('head.weight')", "overlaps the parameter of 'embed.weight'", "tied"});
+  auto rows = Kokkos::subview(w, Kokkos::pair<int, int>(6, 8), Kokkos::ALL);
+  require_throw<so::InvalidArgument>([&] { opt.add_param("rows", rows, g3); }, {"'rows'", "overlaps the parameter of 'embed.weight'"});
+  Kokkos::View<float*> x("x", 4);
+  Kokkos::View<float*, Kokkos::MemoryTraits<Kokkos::Unmanaged>> in_gw(gw.data() + 8, 4), in_w(w.data() + 30, 4);
+  require_throw<so::InvalidArgument>([&] { opt.add_param("x", x, in_gw); }, {"'x'", "its gradient overlaps the gradient of 'embed.weight'"});
+  require_throw<so::InvalidArgument>([&] { opt.add_param("x", x, in_w); }, {"'x'", "its gradient overlaps the parameter of 'embed.weight'"});
+  Kokkos::View<float*> y("y", 8);
+  Kokkos::View<float*, Kokkos::MemoryTraits<Kokkos::Unmanaged>> tail_of_y(y.data() + 2, 4), head_of_y(y.data(), 4);
+  require_throw<so::InvalidArgument>([&] { opt.add_param("yy", head_of_y, tail_of_y); }, {"'yy'", "overlaps"});
+  auto sharded = so::ShardedTensor<float>::chunk(Serial{}, {4, 2}, 0);
+  Kokkos::View<float**, Kokkos::MemoryTraits<Kokkos::Unmanaged>> shard_value(sharded.local_shards()[0].value.data(), 4, 2);
+  Kokkos::View<float**> gs("gs", 4, 2);
+  opt.add_param("sharded", sharded);
+  require_throw<so::InvalidArgument>([&] { opt.add_param("alias", shard_value, gs); }, {"overlaps the parameter of 'sharded'"});
+  BOOST_TEST((opt.param_names() == std::vector<std::string>{"embed.weight", "sharded"}));
+  // Adjacent memory is fine: a parameter that ends where another begins.
+  Kokkos::View<float*> big("big", 8), gbig("gbig", 8);
+  Kokkos::View<float*, Kokkos::MemoryTraits<Kokkos::Unmanaged>> lo(big.data(), 4), hi(big.data() + 4, 4), glo(gbig.data(), 4),
+      ghi(gbig.data() + 4, 4);
+  opt.add_param("lo", lo, glo);
+  opt.add_param("hi", hi, ghi);
+  opt.step();
+  BOOST_TEST(opt.step_count("hi") == 1);
+}
+
+// State is kept in the logical row-major order of the tensor: views whose memory is in another
+// order are rejected (state dicts and files would be permuted otherwise).
+BOOST_AUTO_TEST_CASE(views_not_in_row_major_order_are_rejected) {
+  SerialOpt<so::algo::Adam> opt(Serial{});
+  Kokkos::View<float**, Kokkos::LayoutLeft> l("l", 3, 4), gl("gl", 3, 4);
+  require_throw<so::InvalidArgument>([&] { opt.add_param("l", l, gl); }, {"add_param('l')", "parameter view is not in row-major order", "LayoutRight"});
+  Kokkos::View<float**> r("r", 3, 4), gr("gr", 3, 4);
+  Kokkos::View<float**, Kokkos::LayoutStride> rs = r, transposed(gr.data(), Kokkos::LayoutStride(3, 1, 4, 3));
+  require_throw<so::InvalidArgument>([&] { opt.add_param("t", rs, transposed); }, {"'t'", "gradient view is not in row-major order"});
+  // Row-major memory in any layout type is accepted: rank 1, one dimension above 1, a LayoutStride of rows.
+  Kokkos::View<float*, Kokkos::LayoutLeft> v("v", 5), gv("gv", 5);
+  Kokkos::View<float**, Kokkos::LayoutLeft> col("col", 6, 1), gcol("gcol", 6, 1);
+  Kokkos::View<float**, Kokkos::LayoutStride> grs = gr;
+  opt.add_param("v", v, gv);
+  opt.add_param("col", col, gcol);
+  opt.add_param("rs", rs, grs);
+  BOOST_TEST(opt.param_names().size() == 3u);
+}
+
+// Every option must be finite: an infinite learning rate (which torch's checks let through) turns
+// the parameters into NaN, and no checkpoint could hold it.
+BOOST_AUTO_TEST_CASE(non_finite_options_are_rejected) {
+  require_throw<so::InvalidArgument>([&] { SerialOpt<so::algo::Adam>(Serial{}, {.lr = INFINITY}); }, {"option lr is not finite (inf)"});
+  SerialOpt<so::algo::SGD> opt(Serial{}, {.lr = 0.5});
+  require_throw<so::InvalidArgument>([&] { opt.add_param_group({.lr = 0.1, .weight_decay = INFINITY}); }, {"option weight_decay is not finite"});
+  BOOST_TEST(opt.param_groups().size() == 1u);
+  auto p = filled<float>("p", 2, 1.0, 0.0), g = filled<float>("g", 2, 1.0, 0.0);
+  opt.add_param("p", p, g);
+  opt.param_groups()[0].options.lr = INFINITY;
+  require_throw<so::InvalidArgument>([&] { opt.step(); }, {"param group 0: option lr is not finite"});
+  require_throw<so::InvalidArgument>([&] { opt.save("/tmp/never-written.safetensors"); }, {"save(): param group 0: option lr is not finite"});
+  BOOST_TEST(!std::filesystem::exists("/tmp/never-written.safetensors"));
+  BOOST_TEST(test::to_host<float>(p)[0] == 1.0f);
+}
+
+// A moved-from optimizer says so instead of crashing.
+BOOST_AUTO_TEST_CASE(moved_from_optimizer_throws) {
+  SerialOpt<so::algo::Adam> opt(Serial{});
+  auto p = filled<float>("p", 2, 1.0, 0.0), g = filled<float>("g", 2, 1.0, 0.0);
+  opt.add_param("p", p, g);
+  SerialOpt<so::algo::Adam> moved(std::move(opt));
+  require_throw<so::Error>([&] { opt.step(); }, {"step()", "moved from"});
+  require_throw<so::Error>([&] { opt.state_dict(); }, {"state_dict()", "moved from"});
+  require_throw<so::Error>([&] { opt.save("/tmp/x"); }, {"save()", "moved from"});
+  require_throw<so::Error>([&] { opt.add_param("q", p, g); }, {"add_param()", "moved from"});
+  moved.step();
+  BOOST_TEST(moved.step_count("p") == 1);
+  opt = std::move(moved);  // assigned to: alive again
+  opt.step();
+  BOOST_TEST(opt.step_count("p") == 2);
+  require_throw<so::Error>([&] { moved.zero_grad(); }, {"zero_grad()", "moved from"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -241,6 +331,14 @@ BOOST_AUTO_TEST_CASE(closure_is_called_once_and_its_loss_returned) {
   });
   BOOST_TEST(calls == 1);
   BOOST_TEST(loss == 4.0);
+  BOOST_TEST(test::to_host<double>(p)[0] == 1.5);
+  // A closure that throws: its own exception comes out, nothing is stepped.
+  struct Custom {
+    int code;
+  };
+  BOOST_CHECK_EXCEPTION(opt.step([]() -> double { throw Custom{7}; }), Custom, [](const Custom& c) { return c.code == 7; });
+  BOOST_CHECK_THROW(opt.step([] { throw std::out_of_range("x"); }), std::out_of_range);
+  BOOST_TEST(opt.step_count("p") == 1);
   BOOST_TEST(test::to_host<double>(p)[0] == 1.5);
 }
 

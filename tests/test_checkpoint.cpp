@@ -6,6 +6,9 @@
 #include "device_like.hpp"
 #include "support.hpp"
 
+#include <sys/resource.h>
+
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -159,6 +162,27 @@ void check_same(const so::StateDict& x, const so::StateDict& y, const std::strin
     }
   }
 }
+
+// While alive, this process may not write files beyond `bytes` bytes (RLIMIT_FSIZE, SIGXFSZ ignored):
+// its writes past that fail, as on a full disk or over a quota. Inactive where `on` is false.
+struct FileSizeLimit {
+  bool on;
+  rlimit before{};
+  void (*handler)(int) = SIG_DFL;
+  FileSizeLimit(bool on_, rlim_t bytes) : on(on_) {
+    if (!on) return;
+    getrlimit(RLIMIT_FSIZE, &before);
+    handler = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit lower = before;
+    lower.rlim_cur = bytes;
+    setrlimit(RLIMIT_FSIZE, &lower);
+  }
+  ~FileSizeLimit() {
+    if (!on) return;
+    setrlimit(RLIMIT_FSIZE, &before);
+    std::signal(SIGXFSZ, handler);
+  }
+};
 
 template <class F>
 void for_each_layout(F&& f) {
@@ -467,6 +491,64 @@ BOOST_AUTO_TEST_CASE(load_rejects_a_checkpoint_that_does_not_fit) {
   // A failed save leaves nothing behind and changes nothing.
   BOOST_CHECK_THROW(m.opt->save(dir.path + "/no/such/dir/x.safetensors"), so::IoError);
   BOOST_CHECK_THROW(m.opt->save(""), so::InvalidArgument);
+}
+
+// Fault injection: a write that fails on one rank (each rank in turn, under every layout) fails the
+// save on every rank with that rank's error, leaves the previous checkpoint in place byte for byte
+// and no temporary file behind, and changes nothing. With MPI-IO a failed write can return
+// MPI_SUCCESS having written nothing (OpenMPI 4.1 does for EFBIG): the byte counts are checked.
+BOOST_AUTO_TEST_CASE(a_write_failure_on_any_rank_fails_the_save_everywhere_and_keeps_the_old_file) {
+  if (world_size() < 2) return;  // one process writes with pwrite (checkpoint_files covers it)
+  TempDir dir;
+  const std::string path = dir.path + "/ckpt.safetensors";
+  int failed_saves = 0;
+  for_each_layout([&](auto l) {
+    using L = decltype(l);
+    for (int f = 0; f < world_size(); ++f) {
+      BOOST_TEST_CONTEXT(L::name << ", the write fails on rank " << f) {
+        Model<L> m(MPI_COMM_WORLD);
+        m.step(1);
+        m.opt->save(path);
+        const std::string old_file = read_file(path);
+        m.step(2);
+        const auto state = m.opt->full_state_dict();
+        bool threw = false;
+        std::string message;
+        {
+          FileSizeLimit limit(world_rank() == f, 64);  // below the header's size: rank f writes nothing
+          try {
+            m.opt->save(path);
+          } catch (const so::IoError& e) {
+            threw = true;
+            message = e.what();
+          }
+        }
+        int threw_anywhere = threw, threw_everywhere = threw;
+        MPI_Allreduce(MPI_IN_PLACE, &threw_anywhere, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        MPI_Allreduce(MPI_IN_PLACE, &threw_everywhere, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        BOOST_TEST(threw_anywhere == threw_everywhere, "the save failed on some ranks only");
+        // Rank 0 writes the header; under FlatPartition every rank owns elements of both dtypes. A rank
+        // that writes nothing (a copy under Replicated, say) cannot fail, and its save succeeds.
+        if (f == 0 || std::is_same_v<L, layout::FlatPartition>) BOOST_TEST(threw, "a failed write was reported as a saved checkpoint");
+        check_same(state, m.opt->full_state_dict(), "the optimizer after the save");
+        if (threw) {
+          ++failed_saves;
+          BOOST_TEST(message.find("rank " + std::to_string(f) + ": checkpoint '") != std::string::npos, message);
+          BOOST_TEST((read_file(path) == old_file), "the previous checkpoint was changed");
+        } else {
+          Model<layout::FlatPartition> r(MPI_COMM_WORLD);
+          r.opt->load(path);
+          check_same(state, r.opt->full_state_dict(), "the checkpoint of a save that succeeded");
+        }
+        MPI_Barrier(MPI_COMM_WORLD);
+        std::size_t files = 0;
+        for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir.path)) ++files;
+        BOOST_TEST(files == 1u, "a temporary file was left behind");
+        MPI_Barrier(MPI_COMM_WORLD);
+      }
+    }
+  });
+  BOOST_TEST_MESSAGE("fault injection: " << failed_saves << " failed saves on rank " << world_rank());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

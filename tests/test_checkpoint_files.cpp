@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -105,6 +107,23 @@ std::string join(const nlohmann::json& header, const std::string& data) {
   return out + text + data;
 }
 
+// The checkpoint without tensor `key`: its header entry, its bytes and its checksum removed, the
+// other tensors moved up, so that the file is otherwise valid.
+std::string without(nlohmann::json header, std::string data, const std::string& key) {
+  const std::uint64_t b = header[key]["data_offsets"][0], e = header[key]["data_offsets"][1];
+  header.erase(key);
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    auto& t = it.value();
+    if (it.key() != "__metadata__" && t["data_offsets"][0].get<std::uint64_t>() >= e)
+      t["data_offsets"] = {t["data_offsets"][0].get<std::uint64_t>() - (e - b), t["data_offsets"][1].get<std::uint64_t>() - (e - b)};
+  }
+  auto sums = nlohmann::json::parse(header["__metadata__"]["shardopt.checksums"].get<std::string>());
+  sums.erase(key);
+  header["__metadata__"]["shardopt.checksums"] = sums.dump();
+  data.erase(b, e - b);
+  return join(header, data);
+}
+
 // A model stepped once and its checkpoint: the file's bytes and its header length.
 struct Saved {
   std::string file;
@@ -194,10 +213,26 @@ BOOST_AUTO_TEST_CASE(headers_that_lie_are_rejected) {
   expect_rejected(m, bad, join(h, data), "not a shardopt checkpoint");
   h = header;
   h["__metadata__"]["shardopt.param_groups"] = "[{\"options\": ";
-  expect_rejected(m, bad, join(h, data), "not a JSON array");
+  expect_rejected(m, bad, join(h, data), "shardopt.param_groups is not valid JSON");
   h = header;
-  h.erase("state.b.step");
-  expect_rejected(m, bad, join(h, data), "state.b.step is missing");
+  h["__metadata__"]["shardopt.param_groups"] = "{\"options\": {}}";
+  expect_rejected(m, bad, join(h, data), "not a JSON array");
+  h = header;  // a number JSON cannot hold as a double: the parser's own words, not "not an array"
+  h["__metadata__"]["shardopt.param_groups"] = "[{\"options\": {\"lr\": 1e400}, \"params\": [\"w\", \"b\"]}]";
+  expect_rejected(m, bad, join(h, data), "number overflow");
+  // As the safetensors reference reader: bytes after the last tensor, or between two, are an error.
+  expect_rejected(m, bad, good + std::string(8, '\0'), "8 byte(s) after the last tensor's data");
+  h = header;  // 8 bytes of nothing after the first tensor's data
+  std::uint64_t first_end = 0;
+  for (auto it = h.begin(); it != h.end(); ++it) {
+    if (it.key() == "__metadata__") continue;
+    auto& t = it.value();
+    const std::uint64_t b = t["data_offsets"][0], e = t["data_offsets"][1];
+    if (b == 0) first_end = e;
+    else t["data_offsets"] = {b + 8, e + 8};
+  }
+  expect_rejected(m, bad, join(h, data.substr(0, first_end) + std::string(8, '\0') + data.substr(first_end)), "belong to no tensor");
+  expect_rejected(m, bad, without(header, data, "state.b.step"), "state.b.step is missing");
   h = header;
   h["state.ghost.exp_avg"] = h["state.w.exp_avg"];
   expect_rejected(m, bad, join(h, data), "overlap");
@@ -232,6 +267,106 @@ BOOST_AUTO_TEST_CASE(flipped_header_bytes_never_crash) {
   }
   BOOST_TEST_MESSAGE("flipped header bytes: " << rejected << " rejected, " << accepted << " still valid");
   BOOST_TEST(rejected > 8 + n / 2);
+}
+
+// Every tensor's checksum is in the header: a changed byte of the data (a write that went wrong
+// silently, or a file changed at rest) is found on load. Files without checksums (written by other
+// tools) still load.
+BOOST_AUTO_TEST_CASE(data_that_does_not_match_its_checksum_is_rejected) {
+  Dir dir;
+  Model m;
+  const auto [good, n] = save_once(m, dir);
+  const auto [header, data] = split(good);
+  const auto checksums = nlohmann::json::parse(header["__metadata__"]["shardopt.checksums"].get<std::string>());
+  BOOST_TEST(checksums.size() == header.size() - 1);  // every tensor
+  for (const char* key : {"state.w.exp_avg_sq", "state.b.max_exp_avg_sq", "state.b.step"}) {
+    BOOST_TEST_CONTEXT(key) {
+      const std::uint64_t at = 8 + n + header[key]["data_offsets"][0].get<std::uint64_t>() + 1;
+      std::string bad = good;
+      bad[at] = static_cast<char>(bad[at] ^ 0x01);
+      expect_rejected(m, dir.path / "bad", bad, "the data of '" + std::string(key) + "' does not match its checksum");
+    }
+  }
+  auto h = header;
+  h["__metadata__"]["shardopt.checksums"] = "{\"state.w.exp_avg\": \"00\"}";
+  expect_rejected(m, dir.path / "bad", join(h, data), "is not 16 hexadecimal digits");
+  h = header;
+  h["__metadata__"].erase("shardopt.checksums");
+  write_file(dir.path / "unchecked", join(h, data));
+  Model reader;
+  reader.opt.load((dir.path / "unchecked").string());
+  BOOST_TEST((reader.fingerprint() == m.fingerprint()));
+}
+
+// A file whose header lists every slot of a parameter but one (bytes removed too, so the file is a
+// valid safetensors file): the slot would restart at zero while the step count goes on.
+BOOST_AUTO_TEST_CASE(a_file_missing_a_whole_slot_is_rejected) {
+  Dir dir;
+  Model m;
+  const std::string good = save_once(m, dir).file;
+  const auto [header, data] = split(good);
+  expect_rejected(m, dir.path / "bad", without(header, data, "state.b.exp_avg_sq"), "parameter 'b': state slot exp_avg_sq is missing");
+}
+
+// Two writers saving to one path at once (two jobs, or two processes of one): neither removes the
+// other's temporary file, each save succeeds, and the path ends with one complete checkpoint.
+BOOST_AUTO_TEST_CASE(concurrent_writers_to_one_path_both_succeed) {
+  Dir dir;
+  const std::string path = (dir.path / "shared.safetensors").string();
+  Model m;
+  m.step(1);
+  std::vector<pid_t> children;
+  for (int c = 0; c < 2; ++c) {
+    const pid_t child = fork();
+    BOOST_REQUIRE(child >= 0);
+    if (child == 0) {
+      int failures = 0;
+      for (int i = 0; i < 40; ++i) {
+        try {
+          m.opt.save(path);
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "writer %d, save %d: %s\n", c, i, e.what());
+          ++failures;
+        }
+      }
+      ::_exit(failures == 0 ? 0 : 1);
+    }
+    children.push_back(child);
+  }
+  for (const pid_t child : children) {
+    int status = 0;
+    BOOST_REQUIRE(::waitpid(child, &status, 0) == child);
+    BOOST_TEST((WIFEXITED(status) && WEXITSTATUS(status) == 0), "a writer's save failed (see its messages above)");
+  }
+  Model reader;
+  BOOST_REQUIRE_NO_THROW(reader.opt.load(path));
+  BOOST_TEST((reader.fingerprint() == m.fingerprint()));
+  BOOST_TEST(dir.entries() == std::vector<std::string>{"shared.safetensors"}, boost::test_tools::per_element());
+}
+
+// Which temporary files a save removes: those of writers that are gone (same host), and those not
+// written for a day; never those of a live writer or of another host's recent one.
+BOOST_AUTO_TEST_CASE(only_stale_temporary_files_are_removed) {
+  Dir dir;
+  const std::string path = (dir.path / "c.safetensors").string();
+  const std::string host = so::detail::st::host_name(), marker = std::string("c.safetensors") + so::detail::st::temp_marker;
+  const pid_t gone = fork();
+  if (gone == 0) ::_exit(0);
+  ::waitpid(gone, nullptr, 0);
+  const std::string live = marker + host + "." + std::to_string(::getpid()) + ".00000000000000aa",
+                    dead = marker + host + "." + std::to_string(gone) + ".00000000000000bb",
+                    other_host = marker + "elsewhere.example.1234.00000000000000cc",
+                    old_other_host = marker + "elsewhere.example.1235.00000000000000dd", unnamed = marker + "12345";
+  for (const auto& f : {live, dead, other_host, old_other_host}) write_file(dir.path / f, "x");
+  write_file(dir.path / unnamed, "x");
+  const auto two_days_ago = fs::file_time_type::clock::now() - std::chrono::hours(48);
+  fs::last_write_time(dir.path / old_other_host, two_days_ago);
+  Model m;
+  m.step(1);
+  m.opt.save(path);
+  auto expect = std::vector<std::string>{"c.safetensors", live, other_host, unnamed};
+  std::sort(expect.begin(), expect.end());
+  BOOST_TEST(dir.entries() == expect, boost::test_tools::per_element());
 }
 
 // A writer killed at each point of save(): the path holds a complete checkpoint, old or new.

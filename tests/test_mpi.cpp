@@ -5,6 +5,7 @@
 #include "support.hpp"
 
 #include <numeric>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 
@@ -277,6 +278,47 @@ BOOST_FIXTURE_TEST_CASE(different_calls_are_an_error_not_a_hang, Fixture) {
   unchanged_then_recovers();
   opt.step();
   BOOST_TEST(opt.step_count("w") == 1);
+}
+
+// A closure that throws on one rank: every rank throws in the same step and nothing is stepped
+// (before, the other ranks went on alone and their steps paired with the next iteration's). The
+// rank whose closure threw gets its own exception back.
+BOOST_FIXTURE_TEST_CASE(a_closure_that_throws_on_one_rank_fails_the_step_everywhere, Fixture) {
+  const int bad = p - 1;
+  auto closure = [&]() -> double {
+    if (r == bad) throw std::runtime_error("loss is NaN on this rank");
+    return 1.0;
+  };
+  if (r == bad) {
+    BOOST_CHECK_EXCEPTION(opt.step(closure), std::runtime_error,
+                          [](const std::runtime_error& e) { return std::string(e.what()) == "loss is NaN on this rank"; });
+  } else {
+    require_throw_everywhere<so::Error>([&] { opt.step(closure); },
+                                        {"rank " + std::to_string(bad) + ": step(closure): the closure threw: loss is NaN on this rank"});
+  }
+  unchanged_then_recovers();
+  BOOST_TEST(opt.step([] { return 2.0; }) == 2.0);
+  BOOST_TEST(opt.step_count("w") == 1);
+}
+
+// Calls of two optimizers that share one communicator, made out of step: the calls are numbered,
+// so they cannot pair silently.
+BOOST_FIXTURE_TEST_CASE(calls_out_of_step_are_named, Fixture) {
+  Kokkos::View<float*> x("x", 2), gx("gx", 2);
+  so::ShardedOptimizer<so::algo::SGD, Replicated, Mpi> other{comm, {.lr = 0.5}};  // the same communicator
+  other.add_param("w", x, gx);
+  other.check_consistency();  // other's call #1 on every rank
+  if (p == 1) return opt.check_consistency();
+  require_throw_everywhere<so::CollectiveMismatch>(
+      [&] {
+        if (r == 0) opt.check_consistency();  // opt's call #1
+        else other.check_consistency();       // other's call #2
+      },
+      {"different collective calls of this optimizer", "call #1", "call #2"});
+  BOOST_TEST(opt.collective_timeout() == 1800.0);  // the default (SHARDOPT_COLLECTIVE_TIMEOUT unset)
+  BOOST_CHECK_THROW(opt.set_collective_timeout(-1), so::InvalidArgument);
+  opt.set_collective_timeout(0);
+  BOOST_TEST(opt.collective_timeout() == 0.0);
 }
 
 BOOST_FIXTURE_TEST_CASE(registration_order_differs, Fixture) {

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <climits>
 #include <exception>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <new>
@@ -104,13 +105,15 @@ class ShardedOptimizer {
   /// @throws InvalidArgument with torch's wording if an option is invalid.
   explicit ShardedOptimizer(Comm comm, const options_type& defaults = {}, execution_space exec = execution_space())
       : comm_(std::move(comm)), exec_(std::move(exec)), defaults_(defaults) {
-    if constexpr (valid_) Algo::validate(defaults);
+    if constexpr (valid_) validate_options(defaults);
     groups_.emplace_back();
     groups_[0].options = defaults;
   }
   ShardedOptimizer(const ShardedOptimizer&) = delete;             ///< not copyable (the state would be shared)
   ShardedOptimizer& operator=(const ShardedOptimizer&) = delete;  ///< not copyable
-  ShardedOptimizer(ShardedOptimizer&&) noexcept = default;        ///< movable
+  /// Movable; a moved-from optimizer throws shardopt::Error from every call that registers, steps,
+  /// communicates or reads the state (assigning to it makes it usable again).
+  ShardedOptimizer(ShardedOptimizer&&) noexcept = default;
   ShardedOptimizer& operator=(ShardedOptimizer&&) noexcept = default;  ///< movable
 
   /// @brief Adds a param group with the complete options `options` and returns its index.
@@ -119,7 +122,8 @@ class ShardedOptimizer {
   /// optimizer's defaults instead (torch's behaviour for missing keys), pass a callable.
   /// @throws InvalidArgument if an option is invalid (nothing is added).
   int add_param_group(const options_type& options) {
-    Algo::validate(options);
+    require_live("add_param_group");
+    validate_options(options);
     groups_.emplace_back();
     groups_.back().options = options;
     return static_cast<int>(groups_.size()) - 1;
@@ -142,6 +146,7 @@ class ShardedOptimizer {
   ///         unknown, the shapes differ, a view is not contiguous or the gradient aliases the parameter.
   template <class PView, class GView>
   void add_param(const std::string& name, const PView& param, const GView& grad, int group = 0) {
+    require_live("add_param");
     static_assert(Kokkos::is_view<PView>::value && Kokkos::is_view<GView>::value,
                   "ShardedOptimizer::add_param: the parameter and its gradient must be Kokkos views.");
     using T = typename PView::non_const_value_type;
@@ -171,6 +176,12 @@ class ShardedOptimizer {
                             " view is not contiguous");
     if (param.size() > 0 && param.data() == grad.data())
       throw InvalidArgument(where + "the gradient view is the parameter view itself");
+    if (!row_major(param) || !row_major(grad))
+      throw InvalidArgument(where + "the " + std::string(row_major(param) ? "gradient" : "parameter") +
+                            " view is not in row-major order (e.g. LayoutLeft): shardopt keeps the optimizer state, state "
+                            "dicts and checkpoints in a tensor's logical row-major order, as torch does, so it steps views "
+                            "whose memory is in that order; use Kokkos::LayoutRight (Kokkos' default for views of rank 2 "
+                            "and more on CUDA and HIP is LayoutLeft)");
     Param p;
     p.name = name;
     p.group = static_cast<std::size_t>(group);
@@ -188,6 +199,7 @@ class ShardedOptimizer {
   ///         tensor was not sharded over a communicator of this size and rank.
   template <class T, class MS>
   void add_param(const std::string& name, const ShardedTensor<T, MS>& tensor, int group = 0) {
+    require_live("add_param");
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                   "ShardedOptimizer::add_param: the sharded tensor's element type must be float or double.");
     static_assert(can_access<MS>,
@@ -225,6 +237,7 @@ class ShardedOptimizer {
   /// @brief Zero-fills every gradient; with `set_to_none` (the default, as in torch) also marks
   /// them absent until mark_grad_present().
   void zero_grad(bool set_to_none = true) {
+    require_live("zero_grad");
     for (auto& p : params_) {
       for (auto& pc : p.pieces) {
         if (p.dtype == Dtype::float32) detail::fill(exec_, static_cast<float*>(pc.grad), pc.numel, 0.0f);
@@ -254,40 +267,54 @@ class ShardedOptimizer {
   /// On a device the work is enqueued on the execution space instance and step() returns without
   /// waiting for it (docs/gpu.md): fence the instance before reading parameters on the host.
   void step() {
-    detail::LocalError err;
-    try {
-      validate_groups();
-      check_absent_gradients();
-    } catch (const InvalidArgument& e) {
-      err = {detail::LocalError::invalid_argument, e.what()};
-    } catch (const std::exception& e) {
-      err = {detail::LocalError::other, e.what()};
-    }
-    agree(detail::Op::step, err);
-    replan_if_needed();
-    step_dtype<float>(plan_f32_);
-    step_dtype<double>(plan_f64_);
-    for (auto& p : params_)
-      if (p.grad_present) ++p.step;
+    require_live("step");
+    step_after({}, nullptr);
   }
 
   /// @brief Calls `closure()` once (it recomputes the loss and gradients), then step(); returns its result.
+  ///
+  /// If the closure throws on any rank, every rank throws (collectively, in the step's agreement)
+  /// and nothing is stepped: the rank whose closure threw rethrows its exception, the others throw
+  /// shardopt::Error naming that rank and the exception's message. Ranks never drift apart by a step.
   template <class Closure>
     requires std::invocable<Closure&>
   auto step(Closure&& closure) {
-    if constexpr (std::is_void_v<std::invoke_result_t<Closure&>>) {
-      closure();
-      step();
-    } else {
-      auto loss = closure();
-      step();
-      return loss;
+    require_live("step");
+    using R = std::invoke_result_t<Closure&>;
+    std::conditional_t<std::is_void_v<R>, char, std::optional<R>> loss{};
+    detail::LocalError err;
+    std::exception_ptr thrown;
+    try {
+      if constexpr (std::is_void_v<R>) closure();
+      else loss.emplace(closure());
+    } catch (const std::exception& e) {
+      thrown = std::current_exception();
+      err = {detail::LocalError::other, std::string("step(closure): the closure threw: ") + e.what()};
+    } catch (...) {
+      thrown = std::current_exception();
+      err = {detail::LocalError::other, "step(closure): the closure threw an exception that is not a std::exception"};
     }
+    step_after(std::move(err), thrown);
+    if constexpr (!std::is_void_v<R>) return std::move(*loss);
   }
+
+  /// @brief Seconds a rank waits at most, in a collective call, for the other ranks to arrive (0:
+  /// forever), after which it reports which call it is in and which ranks are missing, and aborts
+  /// the job instead of hanging. Where the Comm can tell (comm::Mpi); the default comes from the
+  /// environment variable `SHARDOPT_COLLECTIVE_TIMEOUT` (seconds), else 1800.
+  /// @throws InvalidArgument for a negative or non-finite value.
+  void set_collective_timeout(double seconds) {
+    if (!std::isfinite(seconds) || seconds < 0)
+      throw InvalidArgument("set_collective_timeout(" + detail::fmt(seconds) + "): the timeout must be a finite number of seconds >= 0");
+    collective_timeout_ = seconds;
+  }
+  /// The collective timeout in seconds (0: none); see set_collective_timeout().
+  double collective_timeout() const noexcept { return collective_timeout_; }
 
   /// @brief Collective check that every rank registered the same parameters (names, order, dtypes,
   /// shapes, sharding, groups) with the same options; throws CollectiveMismatch on every rank if not.
   void check_consistency() {
+    require_live("check_consistency");
     detail::LocalError none;
     agree(detail::Op::check_consistency, none);
   }
@@ -336,6 +363,7 @@ class ShardedOptimizer {
   /// rank (collective); empty if not allocated yet. Where ranks hold copies, rank order decides.
   template <class T>
   std::vector<T> gathered_state(const std::string& name, std::string_view slot) {
+    require_live("gathered_state");
     const std::string where = "gathered_state(" + detail::quote(name) + "): ";
     detail::LocalError err;
     std::size_t i = 0, k = 0;
@@ -361,6 +389,7 @@ class ShardedOptimizer {
   /// state slot that this rank keeps, at their offsets in the global tensor. Under DataParallel
   /// and Replicated that is every slot whole; under FlatPartition and Chunk, this rank's share.
   StateDict state_dict() const {
+    require_live("state_dict");
     StateDict sd = skeleton();
     for (std::size_t i = 0; i < params_.size(); ++i)
       for (std::size_t k = 0; k < num_slots; ++k) {
@@ -375,6 +404,7 @@ class ShardedOptimizer {
   /// @brief The whole optimizer state on every rank, every slot as one part covering the global
   /// tensor (collective), like torch's full state dict of a sharded model.
   StateDict full_state_dict() {
+    require_live("full_state_dict");
     detail::LocalError none;
     agree(detail::Op::gather_state, none);
     replan_if_needed();
@@ -406,6 +436,7 @@ class ShardedOptimizer {
   ///         parts out of range or not covering a slot), on every rank, with nothing changed.
   /// @throws CollectiveMismatch if the ranks pass state dicts that disagree (steps, options, slots).
   void load_state_dict(const StateDict& sd) {
+    require_live("load_state_dict");
     detail::LocalError err;
     Incoming in;
     try {
@@ -430,22 +461,32 @@ class ShardedOptimizer {
   /// PyTorch reads the file with `safetensors` (see scripts/torch_interop.py).
   /// @throws IoError on every rank if any rank fails; `path` is then unchanged.
   void save(const std::string& path) {
+    require_live("save");
     detail::LocalError err;
     if (path.empty()) err = {detail::LocalError::invalid_argument, "save(): the path is empty"};
+    try {
+      validate_groups();  // a file must be loadable: no option it cannot hold
+    } catch (const InvalidArgument& e) {
+      if (!err) err = {detail::LocalError::invalid_argument, std::string("save(): ") + e.what()};
+    }
     agree(detail::Op::save, err);
     replan_if_needed();
-    const FileLayout layout = file_layout();
-    std::int64_t token = 0;
-    if (comm_.rank() == 0) token = static_cast<std::int64_t>(std::random_device{}() ^ (std::uint64_t(::getpid()) << 32));
-    comm_.broadcast(std::span<std::int64_t>(&token, 1), 0);
-    const std::string tmp = path + temp_marker + std::to_string(token & 0x7fffffffffffll);
+    FileLayout layout = file_layout();
+    // The temporary file is named after the process that creates it (rank 0), so that another
+    // writer's cleanup can tell whether it is still being written (detail::st::stale_temp).
+    std::string suffix = comm_.rank() == 0 ? detail::st::temp_suffix() : std::string();
+    std::int64_t length = static_cast<std::int64_t>(suffix.size());
+    comm_.broadcast(std::span<std::int64_t>(&length, 1), 0);
+    suffix.resize(static_cast<std::size_t>(length));
+    comm_.broadcast(std::span<char>(suffix.data(), suffix.size()), 0);
+    const std::string tmp = path + detail::st::temp_marker + suffix;
     const bool root = comm_.rank() == 0;
     auto cleanup = [&] {
       if (root) ::unlink(tmp.c_str());
     };
     io_phase(detail::Op::save, cleanup, [&] {
       if (!root) return;
-      remove_stale_temps(path);
+      detail::st::remove_stale_temps(path);
       std::optional<detail::st::File> created;
       try {
         created.emplace(tmp, O_CREAT | O_EXCL | O_WRONLY);
@@ -461,13 +502,15 @@ class ShardedOptimizer {
       checkpoint_hook("header_written");
       f.close();
     });
+    std::vector<detail::st::Checksum> sums(params_.size() * num_slots);  // of the elements this rank writes
     auto write_all = [&](auto& f) {
       for (std::size_t i = 0; i < params_.size(); ++i)
         for (std::size_t k = 0; k < num_slots; ++k) {
           if (!params_[i].initialized[k]) continue;
           const auto& t = layout.header.tensors.at(slot_key(i, k));
-          if (params_[i].dtype == Dtype::float32) write_owned<float>(f, i, k, layout.header.data_start + t.begin);
-          else write_owned<double>(f, i, k, layout.header.data_start + t.begin);
+          auto& sum = sums[i * num_slots + k];
+          if (params_[i].dtype == Dtype::float32) write_owned<float>(f, i, k, layout.header.data_start + t.begin, sum);
+          else write_owned<double>(f, i, k, layout.header.data_start + t.begin, sum);
         }
       checkpoint_hook("before_fsync");
     };
@@ -497,8 +540,23 @@ class ShardedOptimizer {
         f.close();
       }
     });
+    // Every rank wrote its part: the checksums of the whole tensors go into the header (the same
+    // length as the placeholders it was written with), then the rename.
+    const auto total = all_reduce_checksums(sums);
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      for (std::size_t k = 0; k < num_slots; ++k)
+        if (params_[i].initialized[k]) layout.checksums[slot_key(i, k)] = total[i * num_slots + k].hex();
+    layout.header.metadata["shardopt.checksums"] = layout.checksums.dump();
     io_phase(detail::Op::save, cleanup, [&] {
       if (!root) return;
+      const std::string head = detail::st::encode(layout.header);
+      if (head.size() != layout.header.data_start) throw Error("save(): the header changed size when its checksums were written");
+      {
+        detail::st::File f(tmp, O_WRONLY);
+        f.write_at(head.data(), head.size(), 0);
+        f.sync();
+        f.close();
+      }
       checkpoint_hook("before_rename");
       if (::rename(tmp.c_str(), path.c_str()) != 0) detail::st::fail_errno(path, "cannot rename " + tmp + " to it");
       checkpoint_hook("after_rename");
@@ -514,6 +572,7 @@ class ShardedOptimizer {
   /// @throws IoError for a missing, truncated or corrupt file, InvalidArgument if it does not fit
   ///         this optimizer (every problem listed); on every rank, with nothing changed.
   void load(const std::string& path) {
+    require_live("load");
     detail::LocalError err;
     std::optional<detail::st::File> file;
     detail::st::Header header;
@@ -536,7 +595,9 @@ class ShardedOptimizer {
     agree(detail::Op::load, err, incoming);
     replan_if_needed();
     std::vector<std::vector<double>> staged;
-    io_phase(detail::Op::load, [] {}, [&] { staged = stage_from_file(*file, header); }, incoming);
+    std::vector<detail::st::Checksum> sums(params_.size() * num_slots);
+    io_phase(detail::Op::load, [] {}, [&] { staged = stage_from_file(*file, header, sums); }, incoming);
+    verify_checksums(header, path, all_reduce_checksums(sums));  // the same verdict on every rank
     commit_loaded(in, std::move(staged));
   }
 
@@ -555,6 +616,31 @@ class ShardedOptimizer {
   const execution_space& execution_space_instance() const noexcept { return exec_; }
 
  private:
+  // step() after a closure (whose failure, if any, is `err`, and `thrown` on this rank).
+  void step_after(detail::LocalError err, std::exception_ptr thrown) {
+    if (!err) {
+      try {
+        validate_groups();
+        check_absent_gradients();
+      } catch (const InvalidArgument& e) {
+        err = {detail::LocalError::invalid_argument, e.what()};
+      } catch (const std::exception& e) {
+        err = {detail::LocalError::other, e.what()};
+      }
+    }
+    try {
+      agree(detail::Op::step, err);
+    } catch (...) {
+      if (thrown) std::rethrow_exception(thrown);  // this rank's own exception, as it was
+      throw;
+    }
+    replan_if_needed();
+    step_dtype<float>(plan_f32_);
+    step_dtype<double>(plan_f64_);
+    for (auto& p : params_)
+      if (p.grad_present) ++p.step;
+  }
+
   // The layout's strategy; on one process every layout steps the tensors in place (nothing to
   // reduce or gather, so no packing either).
   Strategy strategy() const noexcept { return comm_.size() == 1 ? Strategy::local : Layout::strategy; }
@@ -620,13 +706,77 @@ class ShardedOptimizer {
                             std::to_string(groups_.size()) + " group(s): 0 to " + std::to_string(groups_.size() - 1) + ")");
   }
   void commit_param(Param&& p) {
+    const auto ranges = memory_ranges(p, params_.size());
+    check_memory(ranges, "add_param(" + detail::quote(p.name) + "): ");
     params_.reserve(params_.size() + 1);
     groups_[p.group].params_.reserve(groups_[p.group].params_.size() + 1);
     index_.emplace(p.name, params_.size());  // may throw: nothing changed yet
+    try {
+      for (const auto& r : ranges) memory_.insert(r);
+    } catch (...) {
+      for (const auto& r : ranges) memory_.erase(r.first);
+      index_.erase(p.name);
+      throw;
+    }
     groups_[p.group].params_.push_back(p.name);
     params_.push_back(std::move(p));
     registration_.clear();
     plans_valid_ = false;
+  }
+  // The byte ranges [begin, end) of the elements of parameter p (index `index`) and its gradient on
+  // this rank, keyed by begin.
+  struct Extent {
+    std::uintptr_t end;
+    std::size_t param;
+    bool grad;
+  };
+  std::vector<std::pair<std::uintptr_t, Extent>> memory_ranges(const Param& p, std::size_t index) const {
+    const std::size_t item = p.dtype == Dtype::float32 ? sizeof(float) : sizeof(double);
+    std::vector<std::pair<std::uintptr_t, Extent>> out;
+    for (const auto& pc : p.pieces) {
+      if (pc.numel == 0) continue;
+      for (const bool g : {false, true}) {
+        const auto b = reinterpret_cast<std::uintptr_t>(g ? pc.grad : pc.value);
+        out.push_back({b, Extent{b + pc.numel * item, index, g}});
+      }
+    }
+    std::sort(out.begin(), out.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+    return out;
+  }
+  // No two registered ranges may overlap: tied weights (one view under two names, or a subview of
+  // another parameter) would be stepped twice and split the ranks, and a gradient that is (part of)
+  // a parameter would be overwritten by the step. O(log n) per range.
+  void check_memory(const std::vector<std::pair<std::uintptr_t, Extent>>& ranges, const std::string& where) const {
+    auto what = [&](const Extent& e) {
+      return std::string(e.grad ? "the gradient" : "the parameter") +
+             (e.param < params_.size() ? " of " + detail::quote(params_[e.param].name) : std::string(e.grad ? "" : " itself"));
+    };
+    auto fail = [&](const Extent& mine, const Extent& other) {
+      const bool tied = !mine.grad && !other.grad;
+      throw InvalidArgument(where + "the memory of " + (mine.grad ? "its gradient" : "the parameter") + " overlaps " + what(other) +
+                            (tied ? ": tied (shared) weights are registered once, under one name, with one gradient that holds "
+                                    "the sum of the gradients of every use (as autograd accumulates them)"
+                                  : ": every parameter and every gradient must be memory of its own"));
+    };
+    for (std::size_t j = 1; j < ranges.size(); ++j)
+      if (ranges[j].first < ranges[j - 1].second.end) fail(ranges[j].second, ranges[j - 1].second);
+    for (const auto& [begin, e] : ranges) {
+      auto it = memory_.upper_bound(begin);
+      if (it != memory_.begin() && std::prev(it)->second.end > begin) fail(e, std::prev(it)->second);
+      if (it != memory_.end() && it->first < e.end) fail(e, it->second);
+    }
+  }
+  // Whether a view's elements lie in memory in row-major order (dimensions of extent 1 aside).
+  template <class View>
+  static bool row_major(const View& v) {
+    std::size_t strides[9] = {};  // stride(s) fills rank + 1 entries (Kokkos 3.4 to 5)
+    v.stride(strides);
+    std::size_t expect = 1;
+    for (int d = static_cast<int>(View::rank) - 1; d >= 0; --d) {
+      if (v.extent(d) > 1 && strides[d] != expect) return false;
+      expect *= v.extent(d);
+    }
+    return true;
   }
   std::size_t index_of(const std::string& name, const char* call) const {
     auto it = index_.find(name);
@@ -667,10 +817,22 @@ class ShardedOptimizer {
                       Kokkos::View<T*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(const_cast<T*>(host.data()), host.size()));
   }
 
+  // Moved-from optimizers have no communicator or state left: a clear error instead of a crash.
+  void require_live(const char* call) const {
+    if (!live_.live)
+      throw Error(std::string("ShardedOptimizer::") + call + "(): this optimizer was moved from; use the one it was moved to");
+  }
+  // Torch's checks of the algorithm, and every option finite: an infinite learning rate, say, would
+  // turn the parameters into NaN at once, and could not be written to a checkpoint (JSON has no inf).
+  static void validate_options(const options_type& o) {
+    Algo::validate(o);  // first: torch's words for what torch rejects
+    for (const auto& [n, v] : option_values<Algo>(o))
+      if (!std::isfinite(v)) throw InvalidArgument("option " + n + " is not finite (" + detail::fmt(v) + ")");
+  }
   void validate_groups() const {
     for (std::size_t g = 0; g < groups_.size(); ++g) {
       try {
-        Algo::validate(groups_[g].options);
+        validate_options(groups_[g].options);
       } catch (const InvalidArgument& e) {
         throw InvalidArgument("param group " + std::to_string(g) + ": " + e.what());
       }
@@ -987,8 +1149,6 @@ class ShardedOptimizer {
 
   // ---- state dicts and checkpoints (private) ---------------------------------------------------------
 
-  static constexpr const char* temp_marker = ".shardopt-tmp-";
-
   // What a state dict or file brings, parsed and checked against this optimizer.
   struct Incoming {
     std::vector<options_type> options;                 // per group
@@ -1158,6 +1318,14 @@ class ShardedOptimizer {
             break;
           }
       }
+      // A parameter has all of its state or none: a slot missing whole would silently restart at
+      // its initial value while the step count goes on.
+      const auto& present = in.present.back();
+      if (std::find(present.begin(), present.end(), true) != present.end() && p.group < in.options.size())
+        for (std::size_t k = 0; k < num_slots; ++k)
+          if (!present[k] && Algo::slot_used(in.options[p.group], k))
+            problems.push_back(pp + "state slot " + std::string(Algo::slot_names[k]) +
+                               " is missing (the state has other slots of this parameter, and its options keep this one)");
     }
     if (!problems.empty()) {
       std::string msg = where + ": the state does not fit this optimizer (" + std::to_string(problems.size()) + " problem(s)):";
@@ -1297,6 +1465,7 @@ class ShardedOptimizer {
 
   struct FileLayout {
     detail::st::Header header;
+    nlohmann::json checksums;  // "shardopt.checksums": the steps' now, the slots' once written
   };
   std::string slot_key(std::size_t i, std::size_t k) const { return "state." + params_[i].name + "." + std::string(Algo::slot_names[k]); }
   std::string step_key(std::size_t i) const { return "state." + params_[i].name + ".step"; }
@@ -1322,22 +1491,77 @@ class ShardedOptimizer {
       for_each_option<Algo>(o, [&](std::string_view n, auto v) { options[std::string(n)] = v; });
       groups.push_back({{"options", options}, {"params", g.params_}});
     }
-    f.header.metadata = {{"shardopt.format", "1"}, {"shardopt.algorithm", std::string(Algo::name)}, {"shardopt.param_groups", groups.dump()}};
+    f.checksums = nlohmann::json::object();
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      detail::st::Checksum step;
+      step.add(0, &params_[i].step, 1);
+      f.checksums[step_key(i)] = step.hex();
+      for (std::size_t k = 0; k < num_slots; ++k)
+        if (params_[i].initialized[k]) f.checksums[slot_key(i, k)] = detail::st::checksum_placeholder;
+    }
+    f.header.metadata = {{"shardopt.format", "1"},
+                         {"shardopt.algorithm", std::string(Algo::name)},
+                         {"shardopt.param_groups", groups.dump()},
+                         {"shardopt.checksums", f.checksums.dump()}};
     f.header.data_start = detail::st::encode(f.header).size();
     f.header.data_size = at;
     return f;
   }
 
   template <class T, class File>
-  void write_owned(File& f, std::size_t i, std::size_t k, std::uint64_t base) const {
+  void write_owned(File& f, std::size_t i, std::size_t k, std::uint64_t base, detail::st::Checksum& sum) const {
     const auto& plan = plan_of<T>();
     for (const auto& r : state_runs_of(plan, i)) {
       if (!writes(i, r)) continue;
       std::vector<T> v(static_cast<std::size_t>(r.length));
       copy_to_host(plan.state[k].data() + r.state_offset, v);
-      for (const auto& [g, at, len] : segments(i, r))
+      for (const auto& [g, at, len] : segments(i, r)) {
         f.write_at(v.data() + at, static_cast<std::uint64_t>(len) * sizeof(T), base + static_cast<std::uint64_t>(g) * sizeof(T));
+        sum.add(static_cast<std::uint64_t>(g), v.data() + at, static_cast<std::size_t>(len));
+      }
     }
+  }
+  // The checksums of all ranks' parts added up (collective).
+  std::vector<detail::st::Checksum> all_reduce_checksums(const std::vector<detail::st::Checksum>& mine) {
+    // The low and high 32 bits summed apart (< P * 2^32 each: no overflow), then put together mod 2^64.
+    std::vector<std::int64_t> lanes(2 * mine.size());
+    for (std::size_t j = 0; j < mine.size(); ++j)
+      lanes[2 * j] = static_cast<std::int64_t>(mine[j].sum & 0xffffffffu), lanes[2 * j + 1] = static_cast<std::int64_t>(mine[j].sum >> 32);
+    if (comm_.size() > 1 && !lanes.empty()) comm_.all_reduce(std::span<std::int64_t>(lanes), ReduceOp::sum);
+    std::vector<detail::st::Checksum> out(mine.size());
+    for (std::size_t j = 0; j < mine.size(); ++j)
+      out[j].sum = static_cast<std::uint64_t>(lanes[2 * j]) + (static_cast<std::uint64_t>(lanes[2 * j + 1]) << 32);
+    return out;
+  }
+  // "shardopt.checksums" of a file, checked for form; empty for files written without (by other tools).
+  static std::map<std::string, std::string> checksums_of(const detail::st::Header& h, const std::string& path) {
+    std::map<std::string, std::string> out;
+    auto it = h.metadata.find("shardopt.checksums");
+    if (it == h.metadata.end()) return out;
+    const auto j = nlohmann::json::parse(it->second, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) detail::st::fail(path, "shardopt.checksums is not a JSON object");
+    for (const auto& [key, v] : j.items()) {
+      if (!h.tensors.count(key)) detail::st::fail(path, "shardopt.checksums lists " + detail::quote(key) + ", which is no tensor of the file");
+      if (!v.is_string() || v.template get<std::string>().size() != 16)
+        detail::st::fail(path, "the checksum of " + detail::quote(key) + " is not 16 hexadecimal digits");
+      out.emplace(key, v.template get<std::string>());
+    }
+    for (const auto& [key, t] : h.tensors)
+      if (!out.count(key)) detail::st::fail(path, "shardopt.checksums has no checksum of " + detail::quote(key));
+    return out;
+  }
+  // The slots' checksums against what every rank read (`read`, all ranks' parts added up).
+  void verify_checksums(const detail::st::Header& h, const std::string& path, const std::vector<detail::st::Checksum>& read) const {
+    const auto sums = checksums_of(h, path);  // checked for form by dict_from_header already
+    if (sums.empty()) return;
+    std::string bad;
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      for (std::size_t k = 0; k < num_slots; ++k) {
+        auto it = sums.find(slot_key(i, k));
+        if (it != sums.end() && it->second != read[i * num_slots + k].hex()) bad += (bad.empty() ? "" : ", ") + detail::quote(it->first);
+      }
+    if (!bad.empty())
+      detail::st::fail(path, "the data of " + bad + " does not match its checksum (written incompletely, or changed since)");
   }
 
   // The state a checkpoint holds, without values: algorithm, groups, steps, slots present.
@@ -1350,8 +1574,14 @@ class ShardedOptimizer {
     if (meta("shardopt.format") != "1") detail::st::fail(path, "unsupported shardopt.format " + detail::quote(meta("shardopt.format")));
     StateDict sd;
     sd.algorithm = meta("shardopt.algorithm");
-    const auto groups = nlohmann::json::parse(meta("shardopt.param_groups"), nullptr, false);
-    if (groups.is_discarded() || !groups.is_array()) detail::st::fail(path, "shardopt.param_groups is not a JSON array");
+    nlohmann::json groups;
+    try {
+      groups = nlohmann::json::parse(meta("shardopt.param_groups"));
+    } catch (const nlohmann::json::exception& e) {
+      detail::st::fail(path, std::string("shardopt.param_groups is not valid JSON (") + e.what() + ")");
+    }
+    if (!groups.is_array()) detail::st::fail(path, "shardopt.param_groups is not a JSON array");
+    const auto sums = checksums_of(h, path);
     for (const auto& g : groups) {
       if (!g.is_object() || !g.contains("options") || !g["options"].is_object() || !g.contains("params") || !g["params"].is_array())
         detail::st::fail(path, "a param group in shardopt.param_groups lacks its options object or params array");
@@ -1376,6 +1606,10 @@ class ShardedOptimizer {
       if (what == "step") {
         if (t.dtype != "I64" || !t.shape.empty()) detail::st::fail(path, "tensor " + detail::quote(key) + " is not an int64 scalar");
         file.read_at(&ps.step, 8, h.data_start + t.begin);
+        detail::st::Checksum step;
+        step.add(0, &ps.step, 1);
+        if (!sums.empty() && sums.at(key) != step.hex())
+          detail::st::fail(path, "the data of " + detail::quote(key) + " does not match its checksum (written incompletely, or changed since)");
         with_step.insert(name);
         continue;
       }
@@ -1393,26 +1627,32 @@ class ShardedOptimizer {
   }
   // The values of every slot the file holds for this rank's state runs, as stage_from_dict() gives
   // them, read from the file (only the elements this rank keeps).
-  std::vector<std::vector<double>> stage_from_file(const detail::st::File& f, const detail::st::Header& h) const {
+  // `sums` gets the checksums of the elements this rank would write (each element counted on one rank).
+  std::vector<std::vector<double>> stage_from_file(const detail::st::File& f, const detail::st::Header& h,
+                                                   std::vector<detail::st::Checksum>& sums) const {
     std::vector<std::vector<double>> staged(params_.size() * num_slots);
     for (std::size_t i = 0; i < params_.size(); ++i)
       for (std::size_t k = 0; k < num_slots; ++k) {
         auto it = h.tensors.find(slot_key(i, k));
         if (it == h.tensors.end()) continue;
-        if (params_[i].dtype == Dtype::float32) read_owned<float>(f, i, h.data_start + it->second.begin, staged[i * num_slots + k]);
-        else read_owned<double>(f, i, h.data_start + it->second.begin, staged[i * num_slots + k]);
+        const std::size_t j = i * num_slots + k;
+        if (params_[i].dtype == Dtype::float32) read_owned<float>(f, i, h.data_start + it->second.begin, staged[j], sums[j]);
+        else read_owned<double>(f, i, h.data_start + it->second.begin, staged[j], sums[j]);
       }
     return staged;
   }
   template <class T>
-  void read_owned(const detail::st::File& f, std::size_t i, std::uint64_t base, std::vector<double>& out) const {
+  void read_owned(const detail::st::File& f, std::size_t i, std::uint64_t base, std::vector<double>& out, detail::st::Checksum& sum) const {
     std::vector<T> v;
-    for (const auto& r : state_runs_of(plan_of<T>(), i))
+    for (const auto& r : state_runs_of(plan_of<T>(), i)) {
+      const bool counted = writes(i, r);
       for (const auto& [g, at, len] : segments(i, r)) {
         v.resize(static_cast<std::size_t>(len));
         f.read_at(v.data(), static_cast<std::uint64_t>(len) * sizeof(T), base + static_cast<std::uint64_t>(g) * sizeof(T));
+        if (counted) sum.add(static_cast<std::uint64_t>(g), v.data(), v.size());
         out.insert(out.end(), v.begin(), v.end());
       }
+    }
   }
 
   // Runs `body` on every rank and agrees on the outcome: any rank's failure is thrown on every rank
@@ -1433,14 +1673,6 @@ class ShardedOptimizer {
       cleanup();
       throw;
     }
-  }
-  static void remove_stale_temps(const std::string& path) {
-    const std::filesystem::path p(path);
-    const std::string prefix = p.filename().string() + temp_marker;
-    std::error_code ec;
-    const auto dir = p.parent_path().empty() ? std::filesystem::path(".") : p.parent_path();
-    for (const auto& e : std::filesystem::directory_iterator(dir, ec))
-      if (e.path().filename().string().rfind(prefix, 0) == 0) std::filesystem::remove(e.path(), ec);
   }
   static void checkpoint_hook(const char* point) {
     if (detail::checkpoint_test_hook) detail::checkpoint_test_hook(point);
@@ -1478,20 +1710,36 @@ class ShardedOptimizer {
     return detail::fnv1a(presence, h);
   }
   // `extra`: further lines every rank must agree on (what load_state_dict() or load() brings).
+  // Every call counts (seq_), on every rank alike, failed ones too: the agreement checks the count.
   void agree(detail::Op op, const detail::LocalError& err, const std::string& extra = {}) {
     const std::uint64_t d = extra.empty() ? digest() : detail::fnv1a(extra, digest());
-    control_bytes_ += detail::agree(comm_, op, d, err, [this, &extra] { return describe() + extra; });
+    control_bytes_ += detail::agree(comm_, detail::CallId{op, ++seq_}, d, err, [this, &extra] { return describe() + extra; },
+                                    collective_timeout_);
   }
 
+  // False in a moved-from optimizer (a move clears the source's flag).
+  struct LiveFlag {
+    bool live = true;
+    LiveFlag() = default;
+    LiveFlag(LiveFlag&& o) noexcept : live(std::exchange(o.live, false)) {}
+    LiveFlag& operator=(LiveFlag&& o) noexcept {
+      if (this != &o) live = std::exchange(o.live, false);
+      return *this;
+    }
+  };
+  LiveFlag live_;
   Comm comm_;
   execution_space exec_;
   options_type defaults_;
   std::vector<ParamGroup> groups_;
   std::vector<Param> params_;
   std::unordered_map<std::string, std::size_t> index_;
+  std::map<std::uintptr_t, Extent> memory_;  // every registered range (memory_ranges), keyed by begin
   mutable std::string registration_;
   mutable std::uint64_t registration_digest_ = 0;
   std::uint64_t control_bytes_ = 0;
+  std::int64_t seq_ = 0;  // collective calls so far
+  double collective_timeout_ = detail::default_collective_timeout();
   bool plans_valid_ = false;
   Plan<float> plan_f32_;
   Plan<double> plan_f64_;

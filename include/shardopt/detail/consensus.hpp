@@ -3,7 +3,9 @@
 // the same registration and options, and no local error; otherwise every rank throws the same error.
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <set>
 #include <span>
@@ -29,6 +31,18 @@ inline const char* op_name(std::int64_t op) {
     case 6: return "load()";
   }
   return "an unknown operation";
+}
+
+// The collective timeout's default: SHARDOPT_COLLECTIVE_TIMEOUT (seconds, 0 for none), else 30 minutes
+// (torch.distributed's default process-group timeout).
+inline double default_collective_timeout() {
+  const char* env = std::getenv("SHARDOPT_COLLECTIVE_TIMEOUT");
+  if (env == nullptr || *env == '\0') return 1800.0;
+  char* end = nullptr;
+  const double v = std::strtod(env, &end);
+  if (end == env || *end != '\0' || !std::isfinite(v) || v < 0)
+    throw InvalidArgument(std::string("SHARDOPT_COLLECTIVE_TIMEOUT='") + env + "' is not a number of seconds >= 0 (0 for no limit)");
+  return v;
 }
 
 // An error found on this rank before a collective operation.
@@ -103,24 +117,44 @@ inline std::string explain_difference(const std::vector<std::string>& descriptio
   return out;
 }
 
+// The collective call a rank is in: which operation, and its number among this optimizer's calls.
+struct CallId {
+  Op op;
+  std::int64_t seq;  // 1 for the optimizer's first collective call, and so on
+};
+inline std::string describe_call(std::int64_t op, std::int64_t seq) {
+  return std::string(op_name(op)) + " (collective call #" + std::to_string(seq) + " of this optimizer)";
+}
+
 // Every rank calls this at the start of a collective operation. Throws on every rank if the ranks
-// called different operations, if any rank has a local error (its message is sent to all), or if
-// the digests differ (the descriptions are gathered and compared). Returns the bytes it sent.
+// called different operations or are at different calls (a rank skipped one), if any rank has a
+// local error (its message is sent to all), or if the digests differ (the descriptions are gathered
+// and compared). Where the Comm can wait for the other ranks with a time limit (comm::Mpi's
+// arrive()), a rank that waits longer than `timeout` seconds reports which ranks have not arrived
+// and aborts the job instead of hanging (timeout 0: no arrival check, no limit). Returns the bytes
+// it sent.
 template <class Comm, class Describe>
-std::uint64_t agree(Comm& comm, Op op, std::uint64_t digest, const LocalError& local, Describe&& describe) {
+std::uint64_t agree(Comm& comm, CallId call, std::uint64_t digest, const LocalError& local, Describe&& describe,
+                    double timeout = 0) {
   const int p = comm.size(), rank = comm.rank();
   if (p == 1) {
     if (local) raise(local.kind, local.message);
     return 0;
   }
   const auto bytes_before = comm.stats().bytes_sent;
-  const auto o = static_cast<std::int64_t>(op);
+  if constexpr (requires { comm.arrive(call.seq, timeout, std::string()); })
+    if (timeout > 0) comm.arrive(call.seq, timeout, describe_call(static_cast<std::int64_t>(call.op), call.seq));
+  const auto o = static_cast<std::int64_t>(call.op);
   const auto hi = static_cast<std::int64_t>(digest >> 32), lo = static_cast<std::int64_t>(digest & 0xffffffffu);
-  std::int64_t v[7] = {local ? rank : p, o, -o, hi, -hi, lo, -lo};
-  comm.all_reduce(std::span<std::int64_t>(v, 7), ReduceOp::min);
+  std::int64_t v[9] = {local ? rank : p, o, -o, call.seq, -call.seq, hi, -hi, lo, -lo};
+  comm.all_reduce(std::span<std::int64_t>(v, 9), ReduceOp::min);
   if (v[1] != -v[2])
     throw CollectiveMismatch(std::string("shardopt: the ranks called different collective operations: some called ") +
                              op_name(v[1]) + ", others " + op_name(-v[2]) + " (every rank must make the same calls in the same order)");
+  if (v[3] != -v[4])
+    throw CollectiveMismatch("shardopt: the ranks are at different collective calls of this optimizer: some at call #" +
+                             std::to_string(v[3]) + ", others at call #" + std::to_string(-v[4]) + " (both " + op_name(o) +
+                             "): a rank skipped or repeated a call, and calls of another optimizer on the same communicator took its place");
   if (v[0] < p) {
     const int root = static_cast<int>(v[0]);
     std::int64_t head[2] = {static_cast<std::int64_t>(local.kind), static_cast<std::int64_t>(local.message.size())};
@@ -129,7 +163,7 @@ std::uint64_t agree(Comm& comm, Op op, std::uint64_t digest, const LocalError& l
     comm.broadcast(std::span<char>(text.data(), text.size()), root);
     raise(static_cast<LocalError::Kind>(head[0]), "rank " + std::to_string(root) + ": " + text);
   }
-  if (v[3] != -v[4] || v[5] != -v[6]) {
+  if (v[5] != -v[6] || v[7] != -v[8]) {
     const std::string mine = describe();
     std::vector<std::int64_t> lengths(p);
     std::int64_t my_length = static_cast<std::int64_t>(mine.size());

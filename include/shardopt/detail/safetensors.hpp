@@ -4,17 +4,22 @@
 // validating it so that no later read can leave the file, plus the POSIX file calls a checkpoint uses.
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <bit>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <random>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -135,6 +140,84 @@ inline void sync_directory(const std::string& path) {
   d.sync();
 }
 
+// ---- checksums
+//
+// A checksum of a tensor that ranks compute in parts and add up: the sum mod 2^64, over its
+// elements, of (bits ^ (index * K1)) * K2 (bits: the element's bytes as a little-endian integer,
+// index: its row-major flat index). Written by save() as the metadata entry "shardopt.checksums"
+// ({"<tensor>": "<16 hex digits>"}), checked by load(): a write that went wrong silently, or a file
+// changed at rest, is found. One multiply and one add per element.
+
+struct Checksum {
+  static constexpr std::uint64_t k1 = 0x9e3779b97f4a7c15ull, k2 = 0xbf58476d1ce4e5b9ull;
+  std::uint64_t sum = 0;
+  // Adds elements index, index + 1, ... with the values v[0..n).
+  template <class T>
+  void add(std::uint64_t index, const T* v, std::size_t n) {
+    static_assert(sizeof(T) == 4 || sizeof(T) == 8);
+    using U = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+    std::uint64_t s = 0;
+    for (std::size_t e = 0; e < n; ++e) {
+      U bits;
+      std::memcpy(&bits, v + e, sizeof(T));
+      s += (std::uint64_t(bits) ^ ((index + e) * k1)) * k2;
+    }
+    sum += s;
+  }
+  std::string hex() const {
+    char out[17];
+    std::snprintf(out, sizeof(out), "%016llx", static_cast<unsigned long long>(sum));
+    return out;
+  }
+};
+inline constexpr const char* checksum_placeholder = "0000000000000000";
+
+// ---- temporary files of save()
+//
+// save() writes `<path>.shardopt-tmp-<host>.<pid>.<random>` and renames it over `<path>`. A writer
+// removes the temporaries of earlier saves to the same path only when they are provably stale: the
+// process that created it is gone (same host), or it has not been written to for stale_temp_age.
+// Temporaries of live writers (another job saving to the same path) are left alone.
+
+inline constexpr const char* temp_marker = ".shardopt-tmp-";
+inline constexpr std::chrono::hours stale_temp_age{24};
+
+inline std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0) return "unknown-host";
+  return name;
+}
+// `<host>.<pid>.<random>` for this process.
+inline std::string temp_suffix() {
+  std::random_device rd;
+  const std::uint64_t r = (std::uint64_t(rd()) << 32) ^ rd();
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(r));
+  return host_name() + "." + std::to_string(::getpid()) + "." + hex;
+}
+// Whether the temporary file `name` (a file name beginning with `prefix`) is stale.
+inline bool stale_temp(const std::filesystem::path& file, const std::string& suffix) {
+  std::error_code ec;
+  const auto written = std::filesystem::last_write_time(file, ec);
+  if (!ec && std::filesystem::file_time_type::clock::now() - written > stale_temp_age) return true;
+  const auto last = suffix.rfind('.');
+  const auto mid = last == std::string::npos || last == 0 ? std::string::npos : suffix.rfind('.', last - 1);
+  if (mid == std::string::npos || suffix.substr(0, mid) != host_name()) return false;  // another host: by age only
+  const std::string pid = suffix.substr(mid + 1, last - mid - 1);
+  if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) return false;
+  return ::kill(static_cast<pid_t>(std::stoi(pid)), 0) != 0 && errno == ESRCH;  // its writer is gone
+}
+inline void remove_stale_temps(const std::string& path) {
+  const std::filesystem::path p(path);
+  const std::string prefix = p.filename().string() + temp_marker;
+  std::error_code ec;
+  const auto dir = p.parent_path().empty() ? std::filesystem::path(".") : p.parent_path();
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) == 0 && stale_temp(e.path(), name.substr(prefix.size()))) std::filesystem::remove(e.path(), ec);
+  }
+}
+
 // ---- reading and validating ----------------------------------------------------------------------
 
 // Reads and checks the header: its size, JSON syntax, every entry's dtype, shape and byte range
@@ -201,9 +284,18 @@ inline Header read_header(const File& f, const std::string& path) {
     if (t.end > t.begin) ranges.emplace_back(t.begin, t.end);
     h.tensors.emplace(key, std::move(t));
   }
+  // As the reference reader: the tensors' bytes tile the data section, no overlap, no gap, nothing after.
   std::sort(ranges.begin(), ranges.end());
   for (std::size_t i = 1; i < ranges.size(); ++i)
     if (ranges[i].first < ranges[i - 1].second) fail(path, "two tensors' data_offsets overlap");
+  std::uint64_t covered = 0;
+  for (const auto& [begin, end] : ranges) {
+    if (begin > covered)
+      fail(path, "bytes [" + std::to_string(covered) + ", " + std::to_string(begin) + ") of the data section belong to no tensor");
+    covered = end;
+  }
+  if (covered != h.data_size)
+    fail(path, "the file has " + std::to_string(h.data_size - covered) + " byte(s) after the last tensor's data (appended to?)");
   return h;
 }
 

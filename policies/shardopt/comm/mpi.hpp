@@ -11,11 +11,14 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -85,6 +88,7 @@ class Mpi {
     MPI_Initialized(&initialized);
     if (!initialized) throw InvalidArgument("comm::Mpi: MPI is not initialized (create a shardopt::ScopeGuard first)");
     detail_mpi::check(MPI_Comm_dup(comm, &state_->comm), "MPI_Comm_dup");
+    detail_mpi::check(MPI_Comm_dup(comm, &state_->arrivals), "MPI_Comm_dup");
     MPI_Comm_set_errhandler(state_->comm, MPI_ERRORS_RETURN);
     MPI_Comm_rank(state_->comm, &state_->rank);
     MPI_Comm_size(state_->comm, &state_->size);
@@ -179,8 +183,22 @@ class Mpi {
       while (bytes > 0) {
         const int n = static_cast<int>(std::min<std::uint64_t>(bytes, 1u << 30));
         MPI_Status status;
-        if (MPI_File_write_at(file_, static_cast<MPI_Offset>(offset), p, n, MPI_BYTE, &status) != MPI_SUCCESS)
-          throw IoError("checkpoint '" + path_ + "': MPI_File_write_at failed");
+        const int rc = MPI_File_write_at(file_, static_cast<MPI_Offset>(offset), p, n, MPI_BYTE, &status);
+        if (rc != MPI_SUCCESS) {
+          char text[MPI_MAX_ERROR_STRING] = {};
+          int len = 0;
+          MPI_Error_string(rc, text, &len);
+          throw IoError("checkpoint '" + path_ + "': MPI_File_write_at failed at offset " + std::to_string(offset) + ": " +
+                        std::string(text, static_cast<std::size_t>(len)));
+        }
+        // MPI-IO may report success for a short or empty write (OpenMPI's ompio does for EFBIG,
+        // a full disk or a quota, and only logs it): the byte count is the truth.
+        int written = 0;
+        if (MPI_Get_count(&status, MPI_BYTE, &written) != MPI_SUCCESS || written == MPI_UNDEFINED) written = -1;
+        if (written != n)
+          throw IoError("checkpoint '" + path_ + "': MPI_File_write_at wrote " +
+                        (written < 0 ? std::string("an unknown number") : std::to_string(written)) + " of " + std::to_string(n) +
+                        " bytes at offset " + std::to_string(offset) + " (disk full, quota or file size limit?)");
         p += n, bytes -= static_cast<std::uint64_t>(n), offset += static_cast<std::uint64_t>(n);
       }
     }
@@ -217,6 +235,51 @@ class Mpi {
     }
     return SharedFile(f, path);
   }
+  /// @brief Announces that this rank has arrived at shardopt collective call `seq` (described by
+  /// `call`) and waits, at most `timeout` seconds (0: no limit), until the ranks it needs are there:
+  /// rank 0 waits for every rank, the others for rank 0. A rank that waits longer prints which call
+  /// it is in and which ranks have not arrived, and aborts the job (MPI_Abort) rather than hang.
+  ///
+  /// ShardedOptimizer calls it before each agreement (detail::agree): one small message from every
+  /// rank to rank 0 and back, on a communicator of its own.
+  void arrive(std::int64_t seq, double timeout, const std::string& call) {
+    if (size() == 1) return;
+    const int p = size(), me = rank();
+    constexpr int tag = 7301;
+    std::vector<std::int64_t> in(static_cast<std::size_t>(me == 0 ? p - 1 : 1));
+    std::vector<MPI_Request> recvs(in.size()), sends(in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      const int peer = me == 0 ? static_cast<int>(i) + 1 : 0;
+      detail_mpi::check(MPI_Irecv(&in[i], 1, MPI_INT64_T, peer, tag, state_->arrivals, &recvs[i]), "MPI_Irecv");
+      detail_mpi::check(MPI_Isend(&seq, 1, MPI_INT64_T, peer, tag, state_->arrivals, &sends[i]), "MPI_Isend");
+    }
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<int> done(recvs.size());
+    for (long polls = 0;; ++polls) {
+      int n = 0;
+      detail_mpi::check(MPI_Testsome(static_cast<int>(recvs.size()), recvs.data(), &n, done.data(), MPI_STATUSES_IGNORE),
+                        "MPI_Testsome");
+      if (n == MPI_UNDEFINED) break;  // every receive completed
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (timeout > 0 && waited > timeout) {
+        std::vector<int> missing;
+        for (std::size_t i = 0; i < recvs.size(); ++i)
+          if (recvs[i] != MPI_REQUEST_NULL) missing.push_back(me == 0 ? static_cast<int>(i) + 1 : 0);
+        std::string list;
+        for (std::size_t i = 0; i < missing.size() && i < 32; ++i) list += (i ? ", " : "") + std::to_string(missing[i]);
+        if (missing.size() > 32) list += ", ...";
+        std::fprintf(stderr,
+                     "shardopt: rank %d has waited %.1f s in %s for rank(s) %s, which have not arrived at a shardopt "
+                     "collective call (every rank must make the same calls in the same order; the limit is "
+                     "SHARDOPT_COLLECTIVE_TIMEOUT or set_collective_timeout()): aborting the job\n",
+                     me, waited, call.c_str(), list.c_str());
+        std::fflush(stderr);
+        MPI_Abort(native(), 124);
+      }
+      if (polls > 200) std::this_thread::sleep_for(std::chrono::microseconds(polls > 2000 ? 2000 : 50));
+    }
+    detail_mpi::check(MPI_Waitall(static_cast<int>(sends.size()), sends.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+  }
   /// Waits for every rank.
   void barrier() {
     if (size() > 1) detail_mpi::check(MPI_Barrier(native()), "MPI_Barrier");
@@ -227,6 +290,7 @@ class Mpi {
  private:
   struct State {
     MPI_Comm comm = MPI_COMM_NULL;
+    MPI_Comm arrivals = MPI_COMM_NULL;  // arrive()'s messages, apart from the collectives
     int rank = 0, size = 1;
     CommStats stats;
     std::vector<unsigned char> padded, parts;  // scratch reused between calls
@@ -237,6 +301,7 @@ class Mpi {
       int finalized = 0;
       MPI_Finalized(&finalized);
       if (!finalized && comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
+      if (!finalized && arrivals != MPI_COMM_NULL) MPI_Comm_free(&arrivals);
     }
   };
   // The transport of detail::ordered_all_reduce / ordered_reduce_scatter: host memory, MPI_Alltoall
