@@ -4,6 +4,7 @@
 
 #include <Kokkos_Core.hpp>
 
+#include <shardopt/config.hpp>
 #if SHARDOPT_HAS_MPI
 #ifndef OMPI_SKIP_MPICXX
 #define OMPI_SKIP_MPICXX 1  // shardopt uses the C API; the deprecated C++ bindings need extra libraries

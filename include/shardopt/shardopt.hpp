@@ -30,6 +30,7 @@
 #include <shardopt/layout/replicated.hpp>
 
 #include <shardopt/comm/serial.hpp>
+#include <shardopt/config.hpp>
 #if SHARDOPT_HAS_MPI
 #include <shardopt/comm/mpi.hpp>
 #endif

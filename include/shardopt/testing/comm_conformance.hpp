@@ -28,6 +28,7 @@
 #include <shardopt/testing/findings.hpp>
 #include <shardopt/testing/model.hpp>
 
+#include <shardopt/config.hpp>
 #if SHARDOPT_HAS_MPI
 #include <shardopt/comm/mpi.hpp>
 

@@ -15,6 +15,7 @@
 
 #include <shardopt/comm/serial.hpp>
 #include <shardopt/scope_guard.hpp>
+#include <shardopt/config.hpp>
 #if SHARDOPT_HAS_MPI
 #include <shardopt/comm/mpi.hpp>
 #endif

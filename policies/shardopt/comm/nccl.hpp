@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include <shardopt/config.hpp>
 #if SHARDOPT_HAS_MPI
 #ifndef OMPI_SKIP_MPICXX
 #define OMPI_SKIP_MPICXX 1
