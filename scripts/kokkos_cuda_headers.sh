@@ -5,8 +5,8 @@
 #
 # Debian 12 has only Kokkos 3.4 (Serial). Debian's newer libkokkos-dev package (testing or
 # unstable) installs the headers of every backend, CUDA's included, configured for OpenMP. This
-# script downloads that package from deb.debian.org, checks its SHA-256 against the suite's
-# Packages index, unpacks the headers into DEST/include and rewrites the generated configuration
+# script downloads that package from the Debian archive this machine's apt is configured with (or
+# SHARDOPT_DEBIAN_MIRROR), checks its SHA-256 against the suite's Packages index, unpacks the headers into DEST/include and rewrites the generated configuration
 # headers for a Serial + CUDA build for Hopper (sm_90). nvcc can then compile code against
 # Kokkos::Cuda and Kokkos::CudaSpace; nothing links or runs (Kokkos' CUDA library is not there).
 #
@@ -14,10 +14,19 @@
 set -euo pipefail
 
 dest="${1:-${XDG_CACHE_HOME:-$HOME/.cache}/shardopt/kokkos-cuda}"
-mirror="${SHARDOPT_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# The archive of this machine's Debian sources ("<uri> <suite>/main amd64 Packages" in apt-cache
+# policy): the registry is apt's own configuration, not a host named here.
+mirror="${SHARDOPT_DEBIAN_MIRROR:-}"
+if [[ -z "$mirror" ]] && command -v apt-cache >/dev/null 2>&1; then
+  mirror="$(apt-cache policy 2>/dev/null | awk '$3 ~ /^[a-z]+\/main$/ && $4 == "amd64" && $2 ~ /^https?:/ { print $2; exit }')"
+fi
 
 if [[ -f "$dest/VERSION" && -f "$dest/include/Kokkos_Core.hpp" ]]; then
   exit 0
+fi
+if [[ -z "$mirror" ]]; then
+  echo "kokkos_cuda_headers.sh: no Debian archive in apt's configuration; set SHARDOPT_DEBIAN_MIRROR to one" >&2
+  exit 1
 fi
 for tool in curl xz dpkg-deb sha256sum sed; do
   command -v "$tool" >/dev/null 2>&1 || { echo "kokkos_cuda_headers.sh: needs $tool" >&2; exit 1; }
