@@ -90,6 +90,7 @@ class Mpi {
     detail_mpi::check(MPI_Comm_dup(comm, &state_->comm), "MPI_Comm_dup");
     detail_mpi::check(MPI_Comm_dup(comm, &state_->arrivals), "MPI_Comm_dup");
     MPI_Comm_set_errhandler(state_->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(state_->arrivals, MPI_ERRORS_RETURN);
     MPI_Comm_rank(state_->comm, &state_->rank);
     MPI_Comm_size(state_->comm, &state_->size);
   }
