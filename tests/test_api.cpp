@@ -7,6 +7,7 @@
 #include "../examples/lion.hpp"
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
 #include <string>
@@ -237,6 +238,20 @@ BOOST_AUTO_TEST_CASE(non_finite_options_are_rejected) {
   require_throw<so::InvalidArgument>([&] { opt.save("/tmp/never-written.safetensors"); }, {"save(): param group 0: option lr is not finite"});
   BOOST_TEST(!std::filesystem::exists("/tmp/never-written.safetensors"));
   BOOST_TEST(test::to_host<float>(p)[0] == 1.0f);
+}
+
+// The collective timeout from the environment: a value that is not a number of seconds is an error
+// at construction, naming the variable.
+BOOST_AUTO_TEST_CASE(collective_timeout_from_the_environment) {
+  ::setenv("SHARDOPT_COLLECTIVE_TIMEOUT", "12.5", 1);
+  BOOST_TEST(SerialOpt<so::algo::SGD>(Serial{}).collective_timeout() == 12.5);
+  for (const char* bad : {"soon", "-1", "inf", "5s"}) {
+    ::setenv("SHARDOPT_COLLECTIVE_TIMEOUT", bad, 1);
+    require_throw<so::InvalidArgument>([&] { SerialOpt<so::algo::SGD>{Serial{}}; },
+                                       {"SHARDOPT_COLLECTIVE_TIMEOUT='" + std::string(bad) + "' is not a number of seconds"});
+  }
+  ::unsetenv("SHARDOPT_COLLECTIVE_TIMEOUT");
+  BOOST_TEST(SerialOpt<so::algo::SGD>(Serial{}).collective_timeout() == 1800.0);
 }
 
 // A moved-from optimizer says so instead of crashing.

@@ -576,13 +576,15 @@ class ShardedOptimizer {
     detail::LocalError err;
     std::optional<detail::st::File> file;
     detail::st::Header header;
+    std::map<std::string, std::string> checksums;
     StateDict sd;
     Incoming in;
     const std::string where = "load(" + detail::quote(path) + ")";
     try {
       file.emplace(path, O_RDONLY);
       header = detail::st::read_header(*file, path);
-      sd = dict_from_header(*file, header, path);
+      checksums = checksums_of(header, path);
+      sd = dict_from_header(*file, header, checksums, path);
       in = check_incoming(sd, false, where);
     } catch (const InvalidArgument& e) {
       err = {detail::LocalError::invalid_argument, e.what()};
@@ -597,7 +599,7 @@ class ShardedOptimizer {
     std::vector<std::vector<double>> staged;
     std::vector<detail::st::Checksum> sums(params_.size() * num_slots);
     io_phase(detail::Op::load, [] {}, [&] { staged = stage_from_file(*file, header, sums); }, incoming);
-    verify_checksums(header, path, all_reduce_checksums(sums));  // the same verdict on every rank
+    verify_checksums(checksums, path, all_reduce_checksums(sums));  // the same verdict on every rank
     commit_loaded(in, std::move(staged));
   }
 
@@ -1550,22 +1552,25 @@ class ShardedOptimizer {
       if (!out.count(key)) detail::st::fail(path, "shardopt.checksums has no checksum of " + detail::quote(key));
     return out;
   }
-  // The slots' checksums against what every rank read (`read`, all ranks' parts added up).
-  void verify_checksums(const detail::st::Header& h, const std::string& path, const std::vector<detail::st::Checksum>& read) const {
-    const auto sums = checksums_of(h, path);  // checked for form by dict_from_header already
-    if (sums.empty()) return;
+  [[noreturn]] static void checksum_mismatch(const std::string& path, const std::string& tensors) {
+    detail::st::fail(path, "the data of " + tensors + " does not match its checksum (written incompletely, or changed since)");
+  }
+  // The slots' checksums (checksums_of) against what every rank read (`read`, all ranks' parts added up).
+  void verify_checksums(const std::map<std::string, std::string>& sums, const std::string& path,
+                        const std::vector<detail::st::Checksum>& read) const {
     std::string bad;
     for (std::size_t i = 0; i < params_.size(); ++i)
       for (std::size_t k = 0; k < num_slots; ++k) {
         auto it = sums.find(slot_key(i, k));
         if (it != sums.end() && it->second != read[i * num_slots + k].hex()) bad += (bad.empty() ? "" : ", ") + detail::quote(it->first);
       }
-    if (!bad.empty())
-      detail::st::fail(path, "the data of " + bad + " does not match its checksum (written incompletely, or changed since)");
+    if (!bad.empty()) checksum_mismatch(path, bad);
   }
 
-  // The state a checkpoint holds, without values: algorithm, groups, steps, slots present.
-  static StateDict dict_from_header(const detail::st::File& file, const detail::st::Header& h, const std::string& path) {
+  // The state a checkpoint holds, without values: algorithm, groups, steps (checked against `sums`,
+  // the file's checksums_of), slots present.
+  static StateDict dict_from_header(const detail::st::File& file, const detail::st::Header& h,
+                                    const std::map<std::string, std::string>& sums, const std::string& path) {
     auto meta = [&](const char* key) {
       auto it = h.metadata.find(key);
       if (it == h.metadata.end()) detail::st::fail(path, std::string("not a shardopt checkpoint: __metadata__ has no ") + key);
@@ -1581,7 +1586,6 @@ class ShardedOptimizer {
       detail::st::fail(path, std::string("shardopt.param_groups is not valid JSON (") + e.what() + ")");
     }
     if (!groups.is_array()) detail::st::fail(path, "shardopt.param_groups is not a JSON array");
-    const auto sums = checksums_of(h, path);
     for (const auto& g : groups) {
       if (!g.is_object() || !g.contains("options") || !g["options"].is_object() || !g.contains("params") || !g["params"].is_array())
         detail::st::fail(path, "a param group in shardopt.param_groups lacks its options object or params array");
@@ -1609,7 +1613,7 @@ class ShardedOptimizer {
         detail::st::Checksum step;
         step.add(0, &ps.step, 1);
         if (!sums.empty() && sums.at(key) != step.hex())
-          detail::st::fail(path, "the data of " + detail::quote(key) + " does not match its checksum (written incompletely, or changed since)");
+          checksum_mismatch(path, detail::quote(key));
         with_step.insert(name);
         continue;
       }

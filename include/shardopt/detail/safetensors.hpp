@@ -195,7 +195,8 @@ inline std::string temp_suffix() {
   std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(r));
   return host_name() + "." + std::to_string(::getpid()) + "." + hex;
 }
-// Whether the temporary file `name` (a file name beginning with `prefix`) is stale.
+// Whether the temporary file `file`, whose name ends in `suffix` (temp_suffix()'s form) after the
+// marker, is stale.
 inline bool stale_temp(const std::filesystem::path& file, const std::string& suffix) {
   std::error_code ec;
   const auto written = std::filesystem::last_write_time(file, ec);
