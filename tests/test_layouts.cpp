@@ -9,6 +9,9 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <array>
+#include <memory>
+#include <span>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -21,6 +24,37 @@ namespace layout = so::layout;
 namespace {
 
 Mpi world() { return Mpi(MPI_COMM_WORLD); }
+
+// A Comm that forwards to comm::Mpi and records the largest buffer of each kind of collective.
+struct Widest {
+  using communicator_category = so::communicator_tag;
+  static constexpr std::string_view name = "Widest";
+  Mpi inner;
+  std::shared_ptr<std::array<std::size_t, 3>> widest = std::make_shared<std::array<std::size_t, 3>>();  // bytes: AR, RS, AG
+  int rank() const { return inner.rank(); }
+  int size() const { return inner.size(); }
+  template <class T>
+  void all_reduce(std::span<T> b, so::ReduceOp op) {
+    if (std::is_floating_point_v<T>) note(0, b.size_bytes());
+    inner.all_reduce(b, op);
+  }
+  template <class T>
+  void reduce_scatter(std::span<const T> s, std::span<T> r, so::ReduceOp op) {
+    note(1, s.size_bytes());
+    inner.reduce_scatter(s, r, op);
+  }
+  template <class T>
+  void all_gather(std::span<const T> s, std::span<T> r) {
+    if (std::is_floating_point_v<T>) note(2, r.size_bytes());
+    inner.all_gather(s, r);
+  }
+  template <class T>
+  void broadcast(std::span<T> b, int root) { inner.broadcast(b, root); }
+  void barrier() { inner.barrier(); }
+  const so::CommStats& stats() const { return inner.stats(); }
+  void note(int kind, std::size_t bytes) { (*widest)[kind] = std::max((*widest)[kind], bytes); }
+};
+
 
 const std::vector<std::vector<std::int64_t>> shapes = {{7, 5}, {13}, {1}, {3, 2, 4}, {2, 3}};
 
@@ -84,12 +118,13 @@ struct Tensors {
 // `Device` is where the sharded optimizer runs and keeps everything (the reference stays on the host);
 // `C` its communicator.
 template <class Algo, class Layout, class T = float, class Device = Kokkos::DefaultExecutionSpace, class C = Mpi>
-void same_bits_as_one_process(int steps = 20) {
+void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0) {
   using M = typename Device::memory_space;
   C comm(MPI_COMM_WORLD);
   const int p = comm.size(), r = comm.rank();
   const auto o = test::rich_options<Algo>();
   so::ShardedOptimizer<Algo, Layout, C, Device> sharded(comm, o);
+  if (bucket_bytes) sharded.set_bucket_bytes(bucket_bytes);
   so::ShardedOptimizer<Algo, layout::Replicated, Serial> single(Serial{}, o);
   Tensors<T, M> mine;
   Tensors<T> ref;
@@ -115,7 +150,8 @@ void same_bits_as_one_process(int steps = 20) {
   }
   for (std::size_t t = 0; t < shapes.size(); ++t) {
     const std::string name = "t" + std::to_string(t);
-    BOOST_TEST_CONTEXT(Algo::name << " under " << Layout::name << " at P=" << p << ", " << name) {
+    BOOST_TEST_CONTEXT(Algo::name << " under " << Layout::name << " at P=" << p << ", buckets of " << sharded.bucket_bytes()
+                                  << " bytes, " << name) {
       BOOST_TEST(test::to_host<T>(mine.value[t]) == test::to_host<T>(ref.value[t]), boost::test_tools::per_element());
       for (std::size_t k = 0; k < Algo::slot_names.size(); ++k) {
         const auto gathered = sharded.template gathered_state<T>(name, Algo::slot_names[k]);
@@ -144,6 +180,7 @@ using AllAlgos = std::tuple<Case<so::algo::SGD, L>, Case<so::algo::Adagrad, L>, 
 using FlatCases = AllAlgos<layout::FlatPartition>;
 using ChunkCases = decltype(std::tuple_cat(AllAlgos<layout::ChunkRows>{}, AllAlgos<layout::ChunkCols>{}));
 using DataParallelCases = AllAlgos<layout::DataParallel>;
+using BucketLayouts = std::tuple<layout::FlatPartition, layout::ChunkRows, layout::ChunkCols, layout::DataParallel>;
 
 }  // namespace
 
@@ -157,6 +194,16 @@ BOOST_AUTO_TEST_CASE(double_and_summed_gradients) {
   same_bits_as_one_process<so::algo::Adam, layout::BasicFlatPartition<so::Reduction::sum>, double>(5);
   same_bits_as_one_process<so::algo::SGD, layout::Chunk<1, so::Reduction::sum>, double>(5);
   same_bits_as_one_process<so::algo::RMSprop, layout::FlatPartition, double>(5);
+}
+
+// Buckets of 1 element (fewer than P: one element of every part per bucket), 3 and 7 (windows that
+// cut tensors mid-way and runs that cross windows), 32 and the default (all in one bucket): the
+// same bits as one process, the same bits as each other.
+BOOST_AUTO_TEST_CASE_TEMPLATE(every_bucket_size, L, BucketLayouts) {
+  for (const std::size_t elements : {1, 3, 7, 32}) {
+    same_bits_as_one_process<so::algo::Adam, L>(4, elements * sizeof(float));
+    same_bits_as_one_process<so::algo::SGD, L, double>(3, elements * sizeof(double));
+  }
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -206,6 +253,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(device_path_gives_the_host_bits, C, DeviceLikeCase
   test::guard::Scope guarded;
   same_bits_as_one_process<typename C::Algo, typename C::Layout, float, OnDeviceLike, DeviceMpi>(6);
   same_bits_as_one_process<typename C::Algo, typename C::Layout, double, OnDeviceLike, DeviceMpi>(3);
+  same_bits_as_one_process<typename C::Algo, typename C::Layout, float, OnDeviceLike, DeviceMpi>(3, 5 * sizeof(float));  // buckets
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -269,8 +317,38 @@ BOOST_AUTO_TEST_CASE(data_parallel_keeps_everything_and_all_reduces) {
   for (const auto& s : shapes) n += numel(s);
   const auto bytes = step_bytes(opt);
   BOOST_TEST(opt.state_bytes() == std::size_t(n * sizeof(double)));
-  BOOST_TEST(bytes == so::detail::all_reduce_bytes(((n + p - 1) / p) * p * sizeof(double), p));
+  BOOST_TEST(bytes == so::detail::all_reduce_bytes(n * sizeof(double), p));  // the gradients, no padding
 }
+
+// Every collective of a step moves at most one bucket (of at least one element per rank), and the
+// bytes per step are those of the unbucketed step: the buckets cut the same buffer.
+template <class Layout>
+void collectives_move_at_most_a_bucket() {
+  Widest comm{world()};
+  const int p = comm.size();
+  so::ShardedOptimizer<so::algo::Adam, Layout, Widest> opt(comm);
+  Tensors<float> t;
+  t.register_in(opt);
+  const auto whole = step_bytes(opt);
+  for (const std::size_t elements : {1, 5, 16}) {
+    opt.set_bucket_bytes(elements * sizeof(float));
+    *comm.widest = {};
+    const auto bytes = step_bytes(opt);
+    const std::size_t bound = std::max<std::size_t>(elements, p) * sizeof(float);
+    BOOST_TEST_CONTEXT(Layout::name << " at P=" << p << ", buckets of " << elements << " elements") {
+      if (p > 1) BOOST_TEST(std::max({(*comm.widest)[0], (*comm.widest)[1], (*comm.widest)[2]}) > 0u);
+      for (const std::size_t w : *comm.widest) BOOST_TEST(w <= bound);
+      if (Layout::strategy == so::Strategy::all_reduce) {
+        std::uint64_t expected = 0;  // the buffer of 79 gradients in windows of `elements`
+        for (std::size_t lo = 0; lo < 79; lo += elements) expected += so::detail::all_reduce_bytes(std::min<std::size_t>(elements, 79 - lo) * sizeof(float), p);
+        BOOST_TEST(bytes == expected);
+      } else {
+        BOOST_TEST(bytes == whole);
+      }
+    }
+  }
+}
+BOOST_AUTO_TEST_CASE_TEMPLATE(collectives_move_at_most_a_bucket_of, L, BucketLayouts) { collectives_move_at_most_a_bucket<L>(); }
 
 BOOST_AUTO_TEST_SUITE_END()
 
@@ -330,6 +408,43 @@ BOOST_AUTO_TEST_CASE(parameters_added_after_steps_carry_state_over) {
   }
   BOOST_TEST(flat.step_count("t0") == 7);
   BOOST_TEST(flat.step_count("t4") == 4);
+}
+
+// Adding parameters after steps moves the partition: the state goes to its new owners a window at
+// a time (no rank gathers a whole tensor), with the bits of one process, buckets cutting tensors.
+BOOST_AUTO_TEST_CASE(state_moves_a_window_at_a_time_when_the_partition_moves) {
+  Widest comm{world()};
+  const int p = comm.size();
+  so::ShardedOptimizer<so::algo::Adam, layout::FlatPartition, Widest> flat(comm, {.lr = 0.05});
+  so::ShardedOptimizer<so::algo::Adam, layout::Replicated, Serial> single(Serial{}, {.lr = 0.05});
+  flat.set_bucket_bytes(8 * sizeof(float));
+  Tensors<float> mine, ref;
+  mine.register_in(flat, 0, 3);
+  ref.register_in(single, 0, 3);
+  auto run = [&](int k0, int k1) {
+    for (int k = k0; k < k1; ++k) {
+      for (std::size_t t = 0; t < shapes.size(); ++t) {
+        test::from_host(mine.grad[t], combined_gradient<float>(t, 1, k, so::Reduction::sum));
+        test::from_host(ref.grad[t], combined_gradient<float>(t, 1, k, so::Reduction::sum));
+      }
+      flat.step();
+      single.step();
+    }
+  };
+  run(1, 3);
+  *comm.widest = {};
+  mine.register_in(flat, 3, shapes.size());
+  ref.register_in(single, 3, shapes.size());
+  run(3, 5);
+  for (const std::size_t w : *comm.widest) BOOST_TEST(w <= std::max<std::size_t>(8, p) * sizeof(float));
+  for (std::size_t t = 0; t < shapes.size(); ++t)
+    for (const char* slot : {"exp_avg", "exp_avg_sq"}) {
+      BOOST_TEST_CONTEXT("t" << t << " " << slot << " at P=" << p) {
+        BOOST_TEST(test::to_host<float>(mine.value[t]) == test::to_host<float>(ref.value[t]), boost::test_tools::per_element());
+        BOOST_TEST(flat.gathered_state<float>("t" + std::to_string(t), slot) == single.local_state<float>("t" + std::to_string(t), slot),
+                   boost::test_tools::per_element());
+      }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(absent_gradient_skips_a_parameter_of_the_flat_buffer) {

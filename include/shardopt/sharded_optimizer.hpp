@@ -32,6 +32,8 @@
 #include <shardopt/detail/consensus.hpp>
 #include <shardopt/detail/format.hpp>
 #include <shardopt/detail/fused_update.hpp>
+#include <shardopt/detail/plan.hpp>
+#include <shardopt/detail/redistribute.hpp>
 #include <shardopt/error.hpp>
 #include <shardopt/layout_support.hpp>
 #include <shardopt/options.hpp>
@@ -310,6 +312,22 @@ class ShardedOptimizer {
   }
   /// The collective timeout in seconds (0: none); see set_collective_timeout().
   double collective_timeout() const noexcept { return collective_timeout_; }
+
+  /// The default of bucket_bytes(): 32 MiB.
+  static constexpr std::size_t default_bucket_bytes = std::size_t(32) << 20;
+  /// @brief Sets the most bytes of gradients or parameters one collective of a step moves (at
+  /// least one element per rank): every layout moves them through one buffer of this size, bucket
+  /// by bucket, so that the memory the optimizer adds per rank is its state plus a few buckets,
+  /// whatever the size of the model. Results are the same bits for every bucket size. Like the
+  /// registration, the bucket size must be the same on every rank (step() checks it).
+  /// @throws InvalidArgument for 0.
+  void set_bucket_bytes(std::size_t bytes) {
+    require_live("set_bucket_bytes");
+    if (bytes == 0) throw InvalidArgument("set_bucket_bytes(0): a bucket must hold at least one element");
+    bucket_bytes_ = bytes;
+  }
+  /// The bucket size in bytes; see set_bucket_bytes().
+  std::size_t bucket_bytes() const noexcept { return bucket_bytes_; }
 
   /// @brief Collective check that every rank registered the same parameters (names, order, dtypes,
   /// shapes, sharding, groups) with the same options; throws CollectiveMismatch on every rank if not.
@@ -673,29 +691,25 @@ class ShardedOptimizer {
     std::array<bool, num_slots> initialized{};  // the same on every rank
   };
 
-  // Elements of one parameter whose state this rank keeps, `length` of them from `state_offset` in
-  // the state buffers. A packed run covers the whole tensor's flat range [src, src + length) and
-  // sits at `dst` of the packed buffer; a local run is one piece (whole tensor or shard), stepped
-  // with its own gradient.
-  struct StateRun {
-    std::size_t param;
-    bool packed;
-    std::size_t piece;  // local runs
-    std::int64_t src, dst, length, state_offset;
+  using StateRun = detail::StateRun;
+  // The device tables of one bucket: gradients in, the other ranks' parameters out, this rank's
+  // parameters not stepped (absent gradients) into the all-gather, and the update's tables.
+  template <class T>
+  struct BucketTables {
+    detail::CopyTable<T, execution_space, memory_space> pack, unpack, absent;
+    typename detail::fused_workspace_for<valid_, Algo, T, num_slots, execution_space, memory_space>::type workspace;
   };
-  // Everything a step of one element type needs, rebuilt when the registration changes.
+  // Everything a step of one element type needs, rebuilt when the registration or the bucket size
+  // changes (the state only when the registration does).
   template <class T>
   struct Plan {
     bool built = false;
-    std::int64_t part_size = 0;
-    std::vector<PackRun> runs;           // every packed run, split at part boundaries, in parameter indices
-    std::vector<StateRun> state_runs;    // what this rank keeps and updates
-    std::int64_t state_size = 0;
-    Kokkos::View<T*, memory_space> buffer, reduced;  // packed buffer (P parts) and this rank's reduced part
+    detail::PlanLayout layout;  // the pure plan: state runs, buckets (detail/plan.hpp)
+    // One bucket's buffer (P windows under a partitioned strategy) and this rank's reduced window.
+    Kokkos::View<T*, memory_space> bucket, reduced;
+    std::vector<BucketTables<T>> tables;  // per bucket
+    typename detail::fused_workspace_for<valid_, Algo, T, num_slots, execution_space, memory_space>::type local;  // runs in place
     std::array<Kokkos::View<T*, memory_space>, num_slots> state;
-    // Gradients into the packed buffer; the other ranks' parts back out of it. This rank's part is
-    // written into it by the update itself, and by pack_absent for parameters not stepped.
-    detail::CopyTable<T, execution_space, memory_space> pack_grads, pack_absent, unpack;
   };
 
   void check_new_name(const std::string& name, int group) const {
@@ -710,8 +724,12 @@ class ShardedOptimizer {
   void commit_param(Param&& p) {
     const auto ranges = memory_ranges(p, params_.size());
     check_memory(ranges, "add_param(" + detail::quote(p.name) + "): ");
-    params_.reserve(params_.size() + 1);
-    groups_[p.group].params_.reserve(groups_[p.group].params_.size() + 1);
+    // Room first (growing geometrically: registration stays linear), so that no push_back below throws.
+    auto room = [](auto& v) {
+      if (v.size() == v.capacity()) v.reserve(std::max<std::size_t>(8, 2 * v.capacity()));
+    };
+    room(params_);
+    room(groups_[p.group].params_);
     index_.emplace(p.name, params_.size());  // may throw: nothing changed yet
     try {
       for (const auto& r : ranges) memory_.insert(r);
@@ -803,8 +821,7 @@ class ShardedOptimizer {
   template <class T>
   static std::vector<StateRun> state_runs_of(const Plan<T>& plan, std::size_t param) {
     std::vector<StateRun> out;
-    for (const auto& r : plan.state_runs)
-      if (r.param == param) out.push_back(r);
+    for (const std::size_t r : plan.layout.runs_of(param)) out.push_back(plan.layout.state_runs[r]);
     return out;
   }
   // (Sources are non-const views: Kokkos 3.4 cannot copy from const views into or out of some memory spaces.)
@@ -858,50 +875,108 @@ class ShardedOptimizer {
 
   // Rebuilds the plans after the registration changed, carrying existing state over (collective).
   void replan_if_needed() {
-    if (plans_valid_) return;
+    if (plans_valid_) {
+      rebucket(plan_f32_);
+      rebucket(plan_f64_);
+      return;
+    }
     replan<float>(plan_f32_);
     replan<double>(plan_f64_);
     plans_valid_ = true;
   }
+  // After set_bucket_bytes(): the same state runs, new buckets (local: nothing moves).
+  template <class T>
+  void rebucket(Plan<T>& plan) {
+    if (!plan.built || plan.layout.bucket_elements == bucket_elements<T>()) return;
+    Plan<T> next = build_plan<T>();
+    next.state = std::move(plan.state);
+    plan = std::move(next);
+  }
 
+  // Rebuilds the plan of T after the registration changed and carries the existing state over
+  // (collective): runs a rank keeps before and after are copied in place; under a partitioned
+  // strategy the packed parameters' state goes to its new owners a window at a time (O(N/P) per
+  // rank plus a bucket, never a whole tensor).
   template <class T>
   void replan(Plan<T>& plan) {
-    // The state of every initialized parameter, carried over: packed state as global tensors
-    // (gathered, so ownership may move), local runs as they are.
-    std::vector<std::array<std::vector<T>, num_slots>> kept(params_.size());
-    if (plan.built)
-      for (std::size_t i = 0; i < params_.size(); ++i)
-        for (std::size_t k = 0; k < num_slots; ++k) {
-          if (params_[i].dtype != dtype_of<T>() || !params_[i].initialized[k]) continue;
-          const bool packed = strategy() != Strategy::local && params_[i].shards.empty();
-          if (packed) {
-            kept[i][k] = gather_param<T>(plan, i, k);  // collective: every rank takes this branch
-          } else if (plan.state[k].size() > 0) {
-            for (const auto& r : state_runs_of(plan, i)) {
-              std::vector<T> v(static_cast<std::size_t>(r.length));
-              copy_to_host(plan.state[k].data() + r.state_offset, v);
-              kept[i][k].insert(kept[i][k].end(), v.begin(), v.end());
-            }
-          }
-        }
     Plan<T> next = build_plan<T>();
+    if (plan.built) carry_state(plan, next);
+    plan = std::move(next);
+  }
+  template <class T>
+  void carry_state(const Plan<T>& old, Plan<T>& next) {
     for (std::size_t k = 0; k < num_slots; ++k) {
       bool any = false;
-      for (std::size_t i = 0; i < params_.size(); ++i) any = any || !kept[i][k].empty();
-      if (!any) continue;
-      next.state[k] = Kokkos::View<T*, memory_space>("shardopt::state." + std::string(Algo::slot_names[k]), next.state_size);
-      for (std::size_t i = 0; i < params_.size(); ++i) {
-        if (kept[i][k].empty()) continue;
-        std::int64_t local_pos = 0;
-        for (const auto& r : state_runs_of(next, i)) {
-          const std::int64_t from = r.packed ? r.src : local_pos;
-          std::vector<T> v(kept[i][k].begin() + from, kept[i][k].begin() + from + r.length);
-          copy_from_host(next.state[k].data() + r.state_offset, v);
-          local_pos += r.length;
+      for (const auto& prm : params_) any = any || (prm.dtype == dtype_of<T>() && prm.initialized[k]);
+      if (any && next.layout.state_size > 0)
+        next.state[k] = Kokkos::View<T*, memory_space>("shardopt::state." + std::string(Algo::slot_names[k]), next.layout.state_size);
+    }
+    // Where a run's elements sit in its parameter: the flat offset of a packed run, the position
+    // among the parameter's local runs of a local one (local runs never change hands).
+    auto positions = [](const Plan<T>& plan, std::size_t i) {
+      std::vector<std::pair<std::int64_t, StateRun>> out;
+      std::int64_t local = 0;
+      for (const auto& r : state_runs_of(plan, i)) {
+        out.push_back({r.packed ? r.src : local, r});
+        if (!r.packed) local += r.length;
+      }
+      std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+      return out;
+    };
+    const bool exchange = strategy() == Strategy::partitioned;
+    std::vector<detail::Span> have, need;
+    std::vector<T*> where;  // of each span's first element
+    std::int64_t total = 0;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto& prm = params_[i];
+      if (prm.dtype != dtype_of<T>()) continue;
+      const auto before = positions(old, i), after = positions(next, i);
+      for (std::size_t k = 0; k < num_slots; ++k) {
+        if (!prm.initialized[k]) continue;  // the same on every rank, as `total` must be
+        if (exchange && prm.shards.empty()) {  // packed: through the windows
+          for (const auto& [at, r] : before) {
+            have.push_back({total + at, r.length, where.size()});
+            where.push_back(const_cast<T*>(old.state[k].data()) + r.state_offset);
+          }
+          for (const auto& [at, r] : after) {
+            need.push_back({total + at, r.length, where.size()});
+            where.push_back(next.state[k].data() + r.state_offset);
+          }
+          total += numel_of(i);
+          continue;
+        }
+        // Every element this rank keeps after, it kept before: copies in place.
+        std::size_t b = 0;
+        for (const auto& [at, r] : after) {
+          while (b < before.size() && before[b].first + before[b].second.length <= at) ++b;
+          for (std::size_t c = b; c < before.size() && before[c].first < at + r.length; ++c) {
+            const std::int64_t lo = std::max(at, before[c].first), hi = std::min(at + r.length, before[c].first + before[c].second.length);
+            copy_in_space(next.state[k].data() + r.state_offset + (lo - at),
+                          old.state[k].data() + before[c].second.state_offset + (lo - before[c].first), static_cast<std::size_t>(hi - lo));
+          }
         }
       }
     }
-    plan = std::move(next);
+    if (total == 0) return;
+    std::vector<T> host;
+    detail::redistribute<T>(
+        comm_, total, std::max<std::int64_t>(1, bucket_elements<T>() / comm_.size()), std::move(have), std::move(need),
+        [&](std::size_t id, std::int64_t off, T* out, std::size_t n) {
+          host.resize(n);
+          copy_to_host(where[id] + off, host);
+          std::copy(host.begin(), host.end(), out);
+        },
+        [&](std::size_t id, std::int64_t off, const T* in, std::size_t n) {
+          host.assign(in, in + n);
+          copy_from_host(where[id] + off, host);
+        });
+  }
+  // dst[0, n) = src[0, n), both in memory_space.
+  template <class T>
+  void copy_in_space(T* dst, const T* src, std::size_t n) const {
+    if (n == 0) return;
+    using U = Kokkos::View<T*, memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+    Kokkos::deep_copy(U(dst, n), U(const_cast<T*>(src), n));
   }
 
   template <class T>
@@ -909,90 +984,47 @@ class ShardedOptimizer {
     const int p = comm_.size(), me = comm_.rank();
     Plan<T> plan;
     plan.built = true;
-    std::vector<std::size_t> whole;  // parameter index of each packed tensor
-    std::vector<TensorInfo> infos;
+    std::vector<detail::PlanTensor> tensors;
     for (std::size_t i = 0; i < params_.size(); ++i) {
       const auto& prm = params_[i];
       if (prm.dtype != dtype_of<T>()) continue;
-      if (strategy() == Strategy::local || !prm.shards.empty()) {
-        for (std::size_t j = 0; j < prm.pieces.size(); ++j)
-          if (prm.pieces[j].numel > 0) plan.state_runs.push_back({i, false, j, 0, 0, static_cast<std::int64_t>(prm.pieces[j].numel), 0});
-      } else {
-        whole.push_back(i);
-        infos.push_back(TensorInfo{prm.shape});
-      }
+      detail::PlanTensor t{i, prm.shape, prm.shards.empty(), {}};
+      for (const auto& pc : prm.pieces) t.pieces.push_back(static_cast<std::int64_t>(pc.numel));
+      tensors.push_back(std::move(t));
     }
-    if (Layout::strategy != Strategy::local && strategy() == Strategy::local) {
-      // One process steps in place, but a user's layout still gets its packing checked here
-      // rather than first at scale.
-      std::vector<TensorInfo> all;
-      for (const auto& prm : params_)
-        if (prm.dtype == dtype_of<T>() && prm.shards.empty()) all.push_back(TensorInfo{prm.shape});
-      if (!all.empty()) validate_packing(Layout::pack(std::span<const TensorInfo>(all), p), all, p);
-    }
-    if (!whole.empty()) {
-      const Packing packing = Layout::pack(std::span<const TensorInfo>(infos), p);
-      validate_packing(packing, infos, p);
-      plan.part_size = packing.part_size;
-      const std::int64_t mine_begin = me * packing.part_size, mine_end = mine_begin + packing.part_size;
-      for (const auto& r : packing.runs) {
-        // Split at part boundaries so each run lies in one part.
-        for (std::int64_t done = 0; done < r.length;) {
-          const std::int64_t at = r.dst + done, part_end = (at / packing.part_size + 1) * packing.part_size;
-          const std::int64_t len = std::min(r.length - done, part_end - at);
-          const PackRun piece{whole[r.tensor], r.src + done, at, len};
-          plan.runs.push_back(piece);
-          const bool owned = strategy() == Strategy::all_reduce || (at >= mine_begin && at < mine_end);
-          if (owned) plan.state_runs.push_back({piece.tensor, true, 0, piece.src, piece.dst, len, 0});
-          done += len;
-        }
-      }
-      plan.buffer = Kokkos::View<T*, memory_space>("shardopt::packed", static_cast<std::size_t>(packing.part_size * p));
-      if (strategy() == Strategy::partitioned)
-        plan.reduced = Kokkos::View<T*, memory_space>("shardopt::reduced", static_cast<std::size_t>(packing.part_size));
-    }
-    // State: owned packed runs in packed order (contiguous for a flat partition), then local runs.
-    std::stable_sort(plan.state_runs.begin(), plan.state_runs.end(),
-                     [](const StateRun& a, const StateRun& b) { return a.packed > b.packed || (a.packed == b.packed && a.packed && a.dst < b.dst); });
-    for (auto& r : plan.state_runs) {
-      r.state_offset = plan.state_size;
-      plan.state_size += r.length;
-    }
-    T* buf = plan.buffer.data();
-    using Run = typename detail::CopyTable<T, execution_space, memory_space>::Run;
-    std::vector<Run> pack_grads, unpack;
-    for (const auto& r : plan.runs) {
-      const auto& pc = params_[r.tensor].pieces[0];
-      pack_grads.push_back({buf + r.dst, static_cast<const T*>(pc.grad) + r.src, static_cast<std::size_t>(r.length)});
-      // Partitioned: this rank's part is updated in the parameters themselves, and the update also
-      // writes it into the buffer for the all-gather; the other parts come back from it.
-      if (strategy() == Strategy::partitioned && (r.dst < me * plan.part_size || r.dst >= (me + 1) * plan.part_size))
-        unpack.push_back({static_cast<T*>(pc.value) + r.src, buf + r.dst, static_cast<std::size_t>(r.length)});
-    }
-    plan.pack_grads.assign(exec_, std::move(pack_grads));
-    plan.unpack.assign(exec_, std::move(unpack));
+    plan.layout = detail::make_plan<Layout>(tensors, params_.size(), strategy(), p, me, bucket_elements<T>());
+    bucket_tables(plan);
     return plan;
   }
-
-  // A user's layout gets a clear error rather than memory corruption.
-  void validate_packing(const Packing& packing, const std::vector<TensorInfo>& infos, int p) const {
-    const std::string where = "layout " + std::string(Layout::name) + ": pack() ";
-    std::vector<std::int64_t> covered(infos.size(), 0);
-    std::vector<std::pair<std::int64_t, std::int64_t>> spans;
-    for (const auto& r : packing.runs) {
-      if (r.tensor >= infos.size() || r.length < 0 || r.src < 0 || r.src + r.length > infos[r.tensor].numel() || r.dst < 0 ||
-          r.dst + r.length > packing.part_size * p)
-        throw Error(where + "returned a run outside its tensor or the packed buffer");
-      covered[r.tensor] += r.length;
-      spans.emplace_back(r.dst, r.dst + r.length);
+  // The bucket size in elements of T (at least one).
+  template <class T>
+  std::int64_t bucket_elements() const {
+    return std::max<std::int64_t>(1, static_cast<std::int64_t>(bucket_bytes_ / sizeof(T)));
+  }
+  // The buffers and device tables of plan's buckets.
+  template <class T>
+  void bucket_tables(Plan<T>& plan) const {
+    const auto& buckets = plan.layout.buckets;
+    plan.tables.clear();
+    plan.tables.resize(buckets.size());
+    std::int64_t width = 0;
+    for (const auto& b : buckets) width = std::max(width, b.width);
+    const bool parted = strategy() == Strategy::partitioned;
+    if (width > 0) {
+      plan.bucket = Kokkos::View<T*, memory_space>("shardopt::bucket", static_cast<std::size_t>(width * (parted ? comm_.size() : 1)));
+      if (parted) plan.reduced = Kokkos::View<T*, memory_space>("shardopt::reduced", static_cast<std::size_t>(width));
     }
-    for (std::size_t t = 0; t < infos.size(); ++t)
-      if (covered[t] != infos[t].numel())
-        throw Error(where + "covers " + std::to_string(covered[t]) + " of the " + std::to_string(infos[t].numel()) +
-                    " elements of tensor " + std::to_string(t));
-    std::sort(spans.begin(), spans.end());
-    for (std::size_t i = 1; i < spans.size(); ++i)
-      if (spans[i].first < spans[i - 1].second) throw Error(where + "returned overlapping runs");
+    using Run = typename detail::CopyTable<T, execution_space, memory_space>::Run;
+    T* buf = plan.bucket.data();
+    for (std::size_t b = 0; b < buckets.size(); ++b) {
+      std::vector<Run> pack, unpack;
+      for (const auto& c : buckets[b].pack)
+        pack.push_back({buf + c.at, static_cast<const T*>(params_[c.param].pieces[0].grad) + c.src, static_cast<std::size_t>(c.length)});
+      for (const auto& c : buckets[b].unpack)
+        unpack.push_back({static_cast<T*>(params_[c.param].pieces[0].value) + c.src, buf + c.at, static_cast<std::size_t>(c.length)});
+      plan.tables[b].pack.assign(exec_, std::move(pack));
+      plan.tables[b].unpack.assign(exec_, std::move(unpack));
+    }
   }
 
   // ---- the step -------------------------------------------------------------------------------------
@@ -1007,41 +1039,19 @@ class ShardedOptimizer {
     if constexpr (!requires { requires static_cast<bool>(Comm::stream_ordered); }) exec_.fence();
   }
 
+  // One step of the element type T: the runs stepped in place in one launch, then each bucket in
+  // turn (pack, reduce, update, and under a partitioned strategy the all-gather and unpack).
   template <class T>
   void step_dtype(Plan<T>& plan) {
-    const int p = comm_.size(), me = comm_.rank();
-    const std::size_t part = static_cast<std::size_t>(plan.part_size);
     init_state(plan);
-    T* buf = plan.buffer.data();
-    const bool has_packed = !plan.runs.empty();
-    if (has_packed && strategy() == Strategy::all_reduce) {
-      detail::copy_runs(exec_, plan.pack_grads);
-      before_collective();
-      comm_.all_reduce(std::span<T>(buf, part * p), ReduceOp::sum);
-    } else if (has_packed && strategy() == Strategy::partitioned) {
-      detail::copy_runs(exec_, plan.pack_grads);
-      before_collective();
-      comm_.reduce_scatter(std::span<const T>(buf, part * p), std::span<T>(plan.reduced.data(), part), ReduceOp::sum);
-    }
-    const T divisor = Layout::reduction == Reduction::mean ? static_cast<T>(p) : T(1);
-    std::vector<detail::Segment<T, num_slots>> segs;
-    segs.reserve(plan.state_runs.size());
     // The scalars of each (group, step) pair, computed once: parameters usually share both.
     std::vector<Scalars<T>> scalars;
     std::map<std::pair<std::size_t, std::int64_t>, unsigned> scalar_index;
     std::pair<std::size_t, std::int64_t> last_key{SIZE_MAX, -1};
     unsigned last = 0;
-    std::vector<typename detail::CopyTable<T, execution_space, memory_space>::Run> absent;
-    for (const auto& r : plan.state_runs) {
-      const auto& prm = params_[r.param];
-      if (!prm.grad_present) {
-        // Not stepped, but the all-gather still carries this rank's part of it.
-        if (r.packed && strategy() == Strategy::partitioned)
-          absent.push_back({buf + r.dst, static_cast<const T*>(prm.pieces[0].value) + r.src, static_cast<std::size_t>(r.length)});
-        continue;
-      }
+    auto segment = [&](const Param& prm, std::int64_t state_offset, std::size_t length) {
       detail::Segment<T, num_slots> s{};
-      s.size = static_cast<std::size_t>(r.length);
+      s.size = length;
       const std::pair<std::size_t, std::int64_t> key{prm.group, prm.step};
       if (key != last_key) {
         auto [it, added] = scalar_index.try_emplace(key, static_cast<unsigned>(scalars.size()));
@@ -1051,37 +1061,63 @@ class ShardedOptimizer {
       }
       s.scalars = last;
       s.grad_divisor = T(1);
-      if (!r.packed) {
-        s.param = static_cast<T*>(prm.pieces[r.piece].value);
-        s.grad = static_cast<const T*>(prm.pieces[r.piece].grad);
-      } else if (strategy() == Strategy::all_reduce) {
-        s.param = static_cast<T*>(prm.pieces[0].value) + r.src;
-        s.grad = buf + r.dst;
-        s.grad_divisor = divisor;
-      } else {
-        s.param = static_cast<T*>(prm.pieces[0].value) + r.src;
-        s.grad = plan.reduced.data() + (r.dst - me * plan.part_size);
-        s.grad_divisor = divisor;
-        s.mirror = buf + r.dst;
-      }
-      for (std::size_t k = 0; k < num_slots; ++k) s.slot[k] = plan.state[k].size() ? plan.state[k].data() + r.state_offset : nullptr;
+      for (std::size_t k = 0; k < num_slots; ++k) s.slot[k] = plan.state[k].size() ? plan.state[k].data() + state_offset : nullptr;
+      return s;
+    };
+    std::vector<detail::Segment<T, num_slots>> segs;
+    for (const auto& r : plan.layout.state_runs) {
+      const auto& prm = params_[r.param];
+      if (r.packed || !prm.grad_present) continue;
+      auto s = segment(prm, r.state_offset, static_cast<std::size_t>(r.length));
+      s.param = static_cast<T*>(prm.pieces[r.piece].value);
+      s.grad = static_cast<const T*>(prm.pieces[r.piece].grad);
       segs.push_back(s);
     }
-    detail::fused_update<Algo>(exec_, std::move(segs), std::move(scalars), workspace_of<T>());
-    if (has_packed && strategy() == Strategy::partitioned) {
-      plan.pack_absent.assign(exec_, std::move(absent));
-      detail::copy_runs(exec_, plan.pack_absent);
+    // Every rank's scalars are ready before the first bucket: the bucket loop adds none that the
+    // local runs did not (the packed parameters' scalars are added here too, in state order).
+    for (const auto& r : plan.layout.state_runs)
+      if (r.packed && params_[r.param].grad_present) segment(params_[r.param], 0, 0);
+    detail::fused_update<Algo>(exec_, std::move(segs), std::vector<Scalars<T>>(scalars), plan.local);
+    segs.clear();  // (fused_update leaves it as it was when its table already holds the same)
+    const int p = comm_.size(), me = comm_.rank();
+    const bool parted = strategy() == Strategy::partitioned;
+    const T divisor = Layout::reduction == Reduction::mean ? static_cast<T>(p) : T(1);
+    T* buf = plan.bucket.data();
+    using Run = typename detail::CopyTable<T, execution_space, memory_space>::Run;
+    for (std::size_t b = 0; b < plan.layout.buckets.size(); ++b) {
+      const auto& bucket = plan.layout.buckets[b];
+      auto& tables = plan.tables[b];
+      const auto w = static_cast<std::size_t>(bucket.width);
+      T* mine = parted ? buf + me * w : nullptr;  // this rank's window of the buffer
+      detail::copy_runs(exec_, tables.pack);
       before_collective();
-      comm_.all_gather(std::span<const T>(buf + me * part, part), std::span<T>(buf, part * p));
-      detail::copy_runs(exec_, plan.unpack);
+      if (parted) comm_.reduce_scatter(std::span<const T>(buf, w * p), std::span<T>(plan.reduced.data(), w), ReduceOp::sum);
+      else comm_.all_reduce(std::span<T>(buf, w), ReduceOp::sum);
+      std::vector<Run> absent;  // not stepped, but the all-gather still carries this rank's part of it
+      for (const auto& u : bucket.update) {
+        const auto& prm = params_[u.param];
+        T* value = static_cast<T*>(prm.pieces[0].value) + u.src;
+        if (!prm.grad_present) {
+          if (parted) absent.push_back({mine + u.at, value, static_cast<std::size_t>(u.length)});
+          continue;
+        }
+        auto s = segment(prm, u.state_offset, static_cast<std::size_t>(u.length));
+        s.param = value;
+        s.grad = (parted ? plan.reduced.data() : buf) + u.at;
+        s.grad_divisor = divisor;
+        s.mirror = parted ? mine + u.at : nullptr;
+        segs.push_back(s);
+      }
+      detail::fused_update<Algo>(exec_, std::move(segs), std::vector<Scalars<T>>(scalars), tables.workspace);
+      segs.clear();
+      if (!parted) continue;
+      tables.absent.assign(exec_, std::move(absent));
+      detail::copy_runs(exec_, tables.absent);
+      before_collective();
+      comm_.all_gather(std::span<const T>(mine, w), std::span<T>(buf, w * p));
+      detail::copy_runs(exec_, tables.unpack);
     }
   }
-  template <class T>
-  auto& workspace_of() {
-    if constexpr (std::is_same_v<T, float>) return workspace_f32_;
-    else return workspace_f64_;
-  }
-
   // Allocates the slots the coming step needs and sets the state of parameters stepped for the first
   // time to the algorithm's initial value.
   template <class T>
@@ -1092,8 +1128,8 @@ class ShardedOptimizer {
         if (prm.dtype != dtype_of<T>() || !prm.grad_present || prm.initialized[k]) continue;
         const auto& o = groups_[prm.group].options;
         if (!Algo::slot_used(o, k)) continue;
-        if (plan.state[k].size() == 0 && plan.state_size > 0)
-          plan.state[k] = Kokkos::View<T*, memory_space>("shardopt::state." + std::string(Algo::slot_names[k]), plan.state_size);
+        if (plan.state[k].size() == 0 && plan.layout.state_size > 0)
+          plan.state[k] = Kokkos::View<T*, memory_space>("shardopt::state." + std::string(Algo::slot_names[k]), plan.layout.state_size);
         for (const auto& r : state_runs_of(plan, i))
           detail::fill(exec_, plan.state[k].data() + r.state_offset, static_cast<std::size_t>(r.length), static_cast<T>(Algo::initial_value(o, k)));
         prm.initialized[k] = true;
@@ -1132,21 +1168,9 @@ class ShardedOptimizer {
     }
     return out;
   }
-  // Every rank's vector (collective; sizes may differ).
   template <class V>
   std::vector<std::vector<V>> all_gather_varying(const std::vector<V>& mine) {
-    const int p = comm_.size();
-    std::vector<std::int64_t> sizes(p);
-    const std::int64_t n = static_cast<std::int64_t>(mine.size());
-    comm_.all_gather(std::span<const std::int64_t>(&n, 1), std::span<std::int64_t>(sizes));
-    const std::size_t width = static_cast<std::size_t>(*std::max_element(sizes.begin(), sizes.end()));
-    std::vector<V> padded(mine);
-    padded.resize(width);
-    std::vector<V> all(width * p);
-    comm_.all_gather(std::span<const V>(padded), std::span<V>(all));
-    std::vector<std::vector<V>> out(p);
-    for (int q = 0; q < p; ++q) out[q].assign(all.begin() + q * width, all.begin() + q * width + sizes[q]);
-    return out;
+    return detail::all_gather_varying(comm_, mine);
   }
 
   // ---- state dicts and checkpoints (private) ---------------------------------------------------------
@@ -1450,8 +1474,8 @@ class ShardedOptimizer {
     for (std::size_t k = 0; k < num_slots; ++k)
       for (std::size_t i = 0; i < params_.size(); ++i) {
         if (params_[i].dtype != dtype_of<T>() || !in.present[i][k]) continue;
-        if (out[k].size() == 0 && plan.state_size > 0)
-          out[k] = Kokkos::View<T*, memory_space>("shardopt::state." + std::string(Algo::slot_names[k]), plan.state_size);
+        if (out[k].size() == 0 && plan.layout.state_size > 0)
+          out[k] = Kokkos::View<T*, memory_space>("shardopt::state." + std::string(Algo::slot_names[k]), plan.layout.state_size);
         const auto& src = staged[i * num_slots + k];
         std::size_t at = 0;
         for (const auto& r : state_runs_of(plan, i)) {
@@ -1699,7 +1723,7 @@ class ShardedOptimizer {
       }
       registration_digest_ = detail::fnv1a(registration_);
     }
-    std::string d = registration_;
+    std::string d = registration_ + "bucket_bytes " + std::to_string(bucket_bytes_) + "\n";
     for (std::size_t g = 0; g < groups_.size(); ++g)
       d += "group " + std::to_string(g) + " " + describe_options<Algo>(groups_[g].options) + "\n";
     for (const auto& p : params_) d += "grad " + p.name + (p.grad_present ? " present\n" : " absent\n");
@@ -1707,7 +1731,7 @@ class ShardedOptimizer {
   }
   std::uint64_t digest() const {
     if (registration_.empty()) describe();
-    std::uint64_t h = registration_digest_;
+    std::uint64_t h = detail::fnv1a(std::to_string(bucket_bytes_), registration_digest_);
     for (const auto& g : groups_) h = detail::fnv1a(describe_options<Algo>(g.options), h);
     std::string presence(params_.size(), '0');
     for (std::size_t i = 0; i < params_.size(); ++i) presence[i] = params_[i].grad_present ? '1' : '0';
@@ -1744,11 +1768,10 @@ class ShardedOptimizer {
   std::uint64_t control_bytes_ = 0;
   std::int64_t seq_ = 0;  // collective calls so far
   double collective_timeout_ = detail::default_collective_timeout();
+  std::size_t bucket_bytes_ = default_bucket_bytes;
   bool plans_valid_ = false;
   Plan<float> plan_f32_;
   Plan<double> plan_f64_;
-  typename detail::fused_workspace_for<valid_, Algo, float, num_slots, execution_space, memory_space>::type workspace_f32_;
-  typename detail::fused_workspace_for<valid_, Algo, double, num_slots, execution_space, memory_space>::type workspace_f64_;
 };
 
 }  // namespace shardopt

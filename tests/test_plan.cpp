@@ -1,0 +1,137 @@
+// The plan (detail/plan.hpp) is a pure function of shapes, layout, world size, rank and bucket
+// size: checked here for every rank of every world size from 1 to 64, in one process.
+#include <boost/test/unit_test.hpp>
+
+#include <shardopt/detail/plan.hpp>
+#include <shardopt/layout/chunk.hpp>
+#include <shardopt/layout/data_parallel.hpp>
+#include <shardopt/layout/flat_partition.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <tuple>
+#include <vector>
+
+namespace so = shardopt;
+namespace detail = shardopt::detail;
+
+namespace {
+
+// Whole tensors 0-4 and 6, a user-sharded tensor 5 with two local pieces (stepped in place).
+std::vector<detail::PlanTensor> tensors() {
+  const std::vector<std::vector<std::int64_t>> shapes = {{7, 5}, {13}, {1}, {3, 2, 4}, {2, 3}, {4, 4}, {129}};
+  std::vector<detail::PlanTensor> out;
+  for (std::size_t i = 0; i < shapes.size(); ++i)
+    out.push_back({i, shapes[i], i != 5, i == 5 ? std::vector<std::int64_t>{8, 4} : std::vector<std::int64_t>{detail::numel(shapes[i])}});
+  return out;
+}
+
+// Counts how often each element of each tensor appears in `copies` (a pack, an update, an unpack).
+template <class C>
+void count(std::map<std::size_t, std::vector<int>>& seen, const std::vector<C>& copies) {
+  for (const auto& c : copies)
+    for (std::int64_t e = 0; e < c.length; ++e) ++seen[c.param].at(static_cast<std::size_t>(c.src + e));
+}
+
+template <class Layout>
+void check_every_rank_of_every_world_size() {
+  const auto ts = tensors();
+  for (int p = 1; p <= 64; ++p) {
+    const so::Strategy s = p == 1 ? so::Strategy::local : Layout::strategy;
+    for (const std::int64_t bucket : {1, 3, 7, 64, 1 << 20}) {
+      std::map<std::size_t, std::vector<int>> owned;  // over all ranks
+      for (const auto& t : ts)
+        if (t.packed) owned[t.param].assign(static_cast<std::size_t>(detail::numel(t.shape)), 0);
+      std::size_t bucket_count = 0;
+      for (int r = 0; r < p; ++r) {
+        BOOST_TEST_CONTEXT(Layout::name << " P=" << p << " rank " << r << " buckets of " << bucket) {
+          const auto plan = detail::make_plan<Layout>(ts, ts.size(), s, p, r, bucket);
+          // The state runs: contiguous offsets, indexed per parameter.
+          std::int64_t at = 0;
+          for (const auto& run : plan.state_runs) {
+            BOOST_TEST(run.state_offset == at);
+            at += run.length;
+          }
+          BOOST_TEST(plan.state_size == at);
+          std::size_t indexed = 0;
+          for (std::size_t i = 0; i < ts.size(); ++i)
+            for (const std::size_t k : plan.runs_of(i)) {
+              BOOST_TEST(plan.state_runs[k].param == i);
+              ++indexed;
+            }
+          BOOST_TEST(indexed == plan.state_runs.size());
+          // Local pieces: the sharded tensor always, every tensor on one process.
+          std::int64_t local = 0;
+          for (const auto& run : plan.state_runs) local += run.packed ? 0 : run.length;
+          BOOST_TEST(local == (p == 1 ? 35 + 13 + 1 + 24 + 6 + 12 + 129 : 12));
+          if (p == 1) {
+            BOOST_TEST(plan.buckets.empty());
+            continue;
+          }
+          if (s == so::Strategy::partitioned) BOOST_TEST(plan.state_size - local <= plan.part_size);
+          // The buckets: every gradient packed once, every owned element updated once, every other
+          // element unpacked once, at positions inside a buffer of at most max(bucket, P) elements.
+          std::map<std::size_t, std::vector<int>> packed, updated, unpacked;
+          for (const auto& t : ts)
+            if (t.packed)
+              for (auto* m : {&packed, &updated, &unpacked}) (*m)[t.param].assign(static_cast<std::size_t>(detail::numel(t.shape)), 0);
+          const std::int64_t parts = s == so::Strategy::partitioned ? p : 1;
+          for (const auto& b : plan.buckets) {
+            BOOST_TEST(b.width * parts <= std::max<std::int64_t>(bucket, p));
+            std::vector<int> used(static_cast<std::size_t>(b.width * parts), 0);
+            for (const auto& c : b.pack)
+              for (std::int64_t e = 0; e < c.length; ++e) ++used.at(static_cast<std::size_t>(c.at + e));
+            BOOST_TEST(std::count_if(used.begin(), used.end(), [](int u) { return u > 1; }) == 0);
+            for (const auto& u : b.update) BOOST_TEST((u.at >= 0 && u.at + u.length <= b.width));
+            count(packed, b.pack);
+            count(updated, b.update);
+            count(unpacked, b.unpack);
+            for (const auto& u : b.update)
+              for (std::int64_t e = 0; e < u.length; ++e) ++owned[u.param].at(static_cast<std::size_t>(u.src + e));
+          }
+          bucket_count = plan.buckets.size();
+          for (const auto& [param, n] : packed) {
+            BOOST_TEST(std::count(n.begin(), n.end(), 1) == static_cast<std::ptrdiff_t>(n.size()));
+            for (std::size_t e = 0; e < n.size(); ++e)
+              BOOST_TEST(updated[param][e] + unpacked[param][e] == 1);
+          }
+        }
+      }
+      // Partitioned: each element is owned by exactly one rank; all-reduce: by every rank.
+      if (p > 1)
+        for (const auto& [param, n] : owned)
+          BOOST_TEST(std::count(n.begin(), n.end(), s == so::Strategy::partitioned ? 1 : p) == static_cast<std::ptrdiff_t>(n.size()),
+                     Layout::name << " P=" << p << " tensor " << param);
+      (void)bucket_count;
+    }
+  }
+}
+
+using Layouts = std::tuple<so::layout::FlatPartition, so::layout::ChunkRows, so::layout::ChunkCols, so::layout::DataParallel>;
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(plan)
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(every_rank_of_every_world_size_up_to_64, L, Layouts) { check_every_rank_of_every_world_size<L>(); }
+
+// A bucket smaller than P elements still moves one element of every part; one of the whole buffer
+// is a single bucket; FlatPartition's windows cut tensors mid-way.
+BOOST_AUTO_TEST_CASE(bucket_counts) {
+  const auto ts = tensors();
+  const std::int64_t n = 35 + 13 + 1 + 24 + 6 + 129, part = (n + 3) / 4;
+  auto buckets = [&](std::int64_t b) {
+    return detail::make_plan<so::layout::FlatPartition>(ts, ts.size(), so::Strategy::partitioned, 4, 1, b).buckets;
+  };
+  BOOST_TEST(buckets(1).size() == std::size_t(part));  // one element per part per bucket
+  BOOST_TEST(buckets(1).front().width == 1);
+  BOOST_TEST(buckets(4 * part).size() == 1u);
+  BOOST_TEST(buckets(1 << 20).size() == 1u);
+  BOOST_TEST(buckets(40).size() == std::size_t((part + 9) / 10));
+  const auto dp = detail::make_plan<so::layout::DataParallel>(ts, ts.size(), so::Strategy::all_reduce, 4, 1, 50).buckets;
+  BOOST_TEST(dp.size() == std::size_t((n + 49) / 50));
+  BOOST_TEST(dp.back().width == n - 50 * (std::int64_t(dp.size()) - 1));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
