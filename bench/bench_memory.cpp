@@ -2,13 +2,15 @@
 // step takes; run under mpirun, one layout per process (the peak of a process only grows):
 //
 //   mpirun -np 4 bench_memory --layout flat|dp|chunk [--elements N] [--tensors T] [--steps S]
-//                             [--bucket-mib B] [--json]
+//                             [--bucket-mib B] [--blocking] [--json]
 //
 // Parameters and gradients (float32, Adam) are allocated and touched first; the peak resident
 // memory (VmHWM of /proc/self/status) is read then, and again after registration, the first step
 // (which allocates the state) and S more steps. "Added" is the difference, per rank, the largest
 // over the ranks. Registration and the first step are also timed: with many small tensors
 // (--tensors 100000 --elements 10000000) they show how planning scales in the number of tensors.
+// --blocking hides comm::Mpi's started collectives behind a Comm that has only the blocking ones,
+// so the step runs one bucket at a time instead of pipelined.
 #include <shardopt/shardopt.hpp>
 
 #include <algorithm>
@@ -33,6 +35,25 @@ double peak_resident_bytes() {
   return 0;
 }
 
+// A Comm with comm::Mpi's blocking collectives only (no start_*): the optimizer's blocking loop.
+struct Blocking {
+  using communicator_category = shardopt::communicator_tag;
+  static constexpr std::string_view name = "Blocking";
+  shardopt::comm::Mpi inner;
+  int rank() const { return inner.rank(); }
+  int size() const { return inner.size(); }
+  template <class T>
+  void all_reduce(std::span<T> b, shardopt::ReduceOp op) { inner.all_reduce(b, op); }
+  template <class T>
+  void reduce_scatter(std::span<const T> s, std::span<T> r, shardopt::ReduceOp op) { inner.reduce_scatter(s, r, op); }
+  template <class T>
+  void all_gather(std::span<const T> s, std::span<T> r) { inner.all_gather(s, r); }
+  template <class T>
+  void broadcast(std::span<T> b, int root) { inner.broadcast(b, root); }
+  void barrier() { inner.barrier(); }
+  const shardopt::CommStats& stats() const { return inner.stats(); }
+};
+
 struct Result {
   double added, state, register_s, first_step_s, step_s;
 };
@@ -42,9 +63,9 @@ double max_over_ranks(double v) {
   return v;
 }
 
-template <class Layout>
+template <class Layout, class Comm>
 Result run(std::size_t elements, int tensors, int steps, double bucket_mib) {
-  using Opt = shardopt::ShardedOptimizer<shardopt::algo::Adam, Layout, shardopt::comm::Mpi>;
+  using Opt = shardopt::ShardedOptimizer<shardopt::algo::Adam, Layout, Comm>;
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   std::vector<Kokkos::View<float*>> p, g;
@@ -57,7 +78,7 @@ Result run(std::size_t elements, int tensors, int steps, double bucket_mib) {
     Kokkos::deep_copy(g.back(), 0.01f * float(rank + 1));
   }
   Kokkos::fence();
-  shardopt::comm::Mpi comm(MPI_COMM_WORLD);
+  Comm comm{shardopt::comm::Mpi(MPI_COMM_WORLD)};
   MPI_Barrier(MPI_COMM_WORLD);
   const double base = peak_resident_bytes();
   double t0 = now();
@@ -91,7 +112,7 @@ int main(int argc, char** argv) {
   int tensors = 16, steps = 3;
   double bucket_mib = 0;  // 0: the optimizer's default
   std::string layout = "flat";
-  bool json = false;
+  bool json = false, blocking = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--elements") && i + 1 < argc) elements = std::strtoull(argv[++i], nullptr, 10);
     else if (!std::strcmp(argv[i], "--tensors") && i + 1 < argc) tensors = std::atoi(argv[++i]);
@@ -99,8 +120,9 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--bucket-mib") && i + 1 < argc) bucket_mib = std::strtod(argv[++i], nullptr);
     else if (!std::strcmp(argv[i], "--layout") && i + 1 < argc) layout = argv[++i];
     else if (!std::strcmp(argv[i], "--json")) json = true;
+    else if (!std::strcmp(argv[i], "--blocking")) blocking = true;
     else {
-      std::fprintf(stderr, "usage: %s --layout flat|dp|chunk [--elements N] [--tensors T] [--steps S] [--bucket-mib B] [--json]\n",
+      std::fprintf(stderr, "usage: %s --layout flat|dp|chunk [--elements N] [--tensors T] [--steps S] [--bucket-mib B] [--blocking] [--json]\n",
                    argv[0]);
       return 2;
     }
@@ -111,9 +133,14 @@ int main(int argc, char** argv) {
   }
   Result r{};
   const char* name = nullptr;
-  if (layout == "flat") r = run<shardopt::layout::FlatPartition>(elements, tensors, steps, bucket_mib), name = "FlatPartition";
-  else if (layout == "dp") r = run<shardopt::layout::DataParallel>(elements, tensors, steps, bucket_mib), name = "DataParallel";
-  else if (layout == "chunk") r = run<shardopt::layout::ChunkRows>(elements, tensors, steps, bucket_mib), name = "ChunkRows";
+  auto with = [&]<class Layout>(const char* n) {
+    r = blocking ? run<Layout, Blocking>(elements, tensors, steps, bucket_mib)
+                 : run<Layout, shardopt::comm::Mpi>(elements, tensors, steps, bucket_mib);
+    name = n;
+  };
+  if (layout == "flat") with.template operator()<shardopt::layout::FlatPartition>("FlatPartition");
+  else if (layout == "dp") with.template operator()<shardopt::layout::DataParallel>("DataParallel");
+  else if (layout == "chunk") with.template operator()<shardopt::layout::ChunkRows>("ChunkRows");
   else {
     std::fprintf(stderr, "bench_memory: unknown layout %s (flat, dp or chunk)\n", layout.c_str());
     return 2;
@@ -124,13 +151,13 @@ int main(int argc, char** argv) {
   const double mib = 1048576.0;
   if (rank == 0) {
     if (json)
-      std::printf("{\"layout\": \"%s\", \"ranks\": %d, \"elements\": %zu, \"tensors\": %d, \"added_bytes\": %.0f, "
+      std::printf("{\"layout\": \"%s\", \"pipelined\": %s, \"ranks\": %d, \"elements\": %zu, \"tensors\": %d, \"added_bytes\": %.0f, "
                   "\"state_bytes\": %.0f, \"register_s\": %.6g, \"first_step_s\": %.6g, \"step_s\": %.6g}\n",
-                  name, size, elements, tensors, r.added, r.state, r.register_s, r.first_step_s, r.step_s);
+                  name, blocking ? "false" : "true", size, elements, tensors, r.added, r.state, r.register_s, r.first_step_s, r.step_s);
     else
-      std::printf("%-13s P=%d  %zu elements in %d tensors: the optimizer adds %8.1f MiB/rank = state %8.1f MiB + %7.1f MiB "
+      std::printf("%-13s %-9s P=%d  %zu elements in %d tensors: the optimizer adds %8.1f MiB/rank = state %8.1f MiB + %7.1f MiB "
                   "(%.2fx the parameters); register %.3f s, first step %.3f s, step %.2f ms\n",
-                  name, size, elements, tensors, r.added / mib, r.state / mib, (r.added - r.state) / mib,
+                  name, blocking ? "blocking" : "pipelined", size, elements, tensors, r.added / mib, r.state / mib, (r.added - r.state) / mib,
                   (r.added - r.state) / (4.0 * static_cast<double>(elements)), r.register_s, r.first_step_s, 1e3 * r.step_s);
   }
   return 0;

@@ -57,6 +57,29 @@ struct DeviceMpi : shardopt::comm::Mpi {
     guard::DeviceAccess device;
     Base::broadcast(buffer, root);
   }
+  // The started collectives, whose start and completion both touch the buffers.
+  struct Request {
+    Base::Request inner;
+    void wait() {
+      guard::DeviceAccess device;
+      inner.wait();
+    }
+  };
+  template <class T>
+  Request start_all_reduce(std::span<T> buffer, shardopt::ReduceOp op) {
+    guard::DeviceAccess device;
+    return {Base::start_all_reduce(buffer, op)};
+  }
+  template <class T>
+  Request start_reduce_scatter(std::span<const T> send, std::span<T> recv, shardopt::ReduceOp op) {
+    guard::DeviceAccess device;
+    return {Base::start_reduce_scatter(send, recv, op)};
+  }
+  template <class T>
+  Request start_all_gather(std::span<const T> send, std::span<T> recv) {
+    guard::DeviceAccess device;
+    return {Base::start_all_gather(send, recv)};
+  }
 };
 }  // namespace test
 

@@ -447,6 +447,46 @@ BOOST_AUTO_TEST_CASE(state_moves_a_window_at_a_time_when_the_partition_moves) {
     }
 }
 
+// Each rank passes only its own parts (FlatPartition's state_dict()) to an optimizer that keeps
+// other elements (ChunkRows): the state reaches its new owners a window at a time, exactly.
+BOOST_AUTO_TEST_CASE(load_state_dict_moves_parts_a_window_at_a_time) {
+  Widest comm{world()};
+  const int p = comm.size();
+  so::ShardedOptimizer<so::algo::Adam, layout::FlatPartition, Widest> flat(comm, {.lr = 0.05});
+  so::ShardedOptimizer<so::algo::Adam, layout::ChunkRows, Widest> chunked(comm, {.lr = 0.05});
+  chunked.set_bucket_bytes(8 * sizeof(double));
+  Tensors<float> a, b;
+  a.register_in(flat);
+  b.register_in(chunked);
+  for (int k = 1; k < 3; ++k) {
+    for (std::size_t t = 0; t < shapes.size(); ++t) test::from_host(a.grad[t], combined_gradient<float>(t, 1, k, so::Reduction::sum));
+    flat.step();
+  }
+  const auto parts = flat.state_dict();
+  *comm.widest = {};
+  chunked.load_state_dict(parts);
+  for (const std::size_t w : *comm.widest) BOOST_TEST(w <= std::max<std::size_t>(8, p) * sizeof(double));
+  for (std::size_t t = 0; t < shapes.size(); ++t)
+    for (const char* slot : {"exp_avg", "exp_avg_sq"})
+      BOOST_TEST(chunked.gathered_state<float>("t" + std::to_string(t), slot) == flat.gathered_state<float>("t" + std::to_string(t), slot),
+                 boost::test_tools::per_element());
+  BOOST_TEST(chunked.step_count("t0") == 2);
+  // Elements in no rank's parts: the same count on every rank.
+  auto holes = parts;
+  std::int64_t total = 0;  // every part of t0 drops its last element
+  for (auto& part : holes.state.at("t0").slots.at("exp_avg"))
+    if (!part.values.empty()) part.values.pop_back(), ++total;
+  MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+  try {
+    chunked.load_state_dict(holes);
+    BOOST_TEST(false, "load_state_dict() accepted a state with holes");
+  } catch (const so::InvalidArgument& e) {
+    BOOST_TEST(std::string(e.what()).find("slot exp_avg of 't0': " + std::to_string(total) + " of 35 elements in no rank's parts") !=
+                   std::string::npos,
+               e.what());
+  }
+}
+
 BOOST_AUTO_TEST_CASE(absent_gradient_skips_a_parameter_of_the_flat_buffer) {
   Mpi comm = world();
   so::ShardedOptimizer<so::algo::SGD, layout::FlatPartition, Mpi> opt(comm, {.lr = 0.5, .momentum = 0.5});

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <shardopt/detail/shape.hpp>
+
 namespace shardopt {
 
 /// @brief What a step communicates and who updates what.
@@ -29,11 +31,7 @@ enum class Reduction {
 struct TensorInfo {
   std::vector<std::int64_t> shape;  ///< its global shape
   /// Number of elements.
-  std::int64_t numel() const {
-    std::int64_t n = 1;
-    for (auto s : shape) n *= s;
-    return n;
-  }
+  std::int64_t numel() const { return detail::numel(shape); }
 };
 
 /// @brief A run of `length` elements of tensor `tensor`, from its row-major flat offset `src`, placed

@@ -4,6 +4,9 @@
 
 #include <Kokkos_Core.hpp>
 
+#include <fcntl.h>   // O_CREAT, O_EXCL, O_WRONLY, O_RDONLY
+#include <unistd.h>  // unlink
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -15,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <climits>
+#include <cstdio>  // rename
 #include <exception>
 #include <iterator>
 #include <map>
@@ -41,14 +45,17 @@
 #include <shardopt/state_dict.hpp>
 #include <shardopt/detail/safetensors.hpp>
 
+#include <nlohmann/json.hpp>
+
 namespace shardopt {
 
 /// @brief An optimizer over named parameters, plain or sharded, composed of three policies.
 ///
 /// @tparam Algo the update rule (policies/shardopt/algo/): SGD, Adagrad, Adam, AdamW, RMSprop, or yours.
 /// @tparam Layout which part of the optimizer state each rank owns and what a step communicates
-///         (policies/shardopt/layout/): Replicated, or yours.
-/// @tparam Comm the communicator (policies/shardopt/comm/): Serial, Mpi, or yours.
+///         (policies/shardopt/layout/): Replicated, DataParallel, FlatPartition, ChunkRows,
+///         ChunkCols, Chunk<Dim>, or yours.
+/// @tparam Comm the communicator (policies/shardopt/comm/): Serial, Mpi, Nccl, or yours.
 /// @tparam ExecSpace the Kokkos execution space the step runs in (parameters, gradients and state
 ///         live in its memory space), or a `Kokkos::Device<ExecutionSpace, MemorySpace>` to choose
 ///         the memory space too (e.g. `Kokkos::Device<Kokkos::Cuda, Kokkos::CudaUVMSpace>`).
@@ -263,8 +270,10 @@ class ShardedOptimizer {
   ///
   /// Validates every group's options and checks that the ranks agree (parameters, shapes, dtypes,
   /// groups, options, gradient presence) before changing anything; on any problem every rank
-  /// throws the same error and nothing is changed. Then runs the Layout's strategy: for each
-  /// element type, at most one bucketed collective before and one after a single fused update.
+  /// throws the same error and nothing is changed. Then runs the Layout's strategy: the tensors
+  /// stepped in place in one fused update, then per element type bucket by bucket (at most
+  /// bucket_bytes() per collective): one collective before and (partitioned layouts) one after a
+  /// fused update of the bucket; with a Comm that can start collectives, two buckets in flight.
   ///
   /// On a device the work is enqueued on the execution space instance and step() returns without
   /// waiting for it (docs/gpu.md): fence the instance before reading parameters on the host.
@@ -705,8 +714,10 @@ class ShardedOptimizer {
   struct Plan {
     bool built = false;
     detail::PlanLayout layout;  // the pure plan: state runs, buckets (detail/plan.hpp)
-    // One bucket's buffer (P windows under a partitioned strategy) and this rank's reduced window.
-    Kokkos::View<T*, memory_space> bucket, reduced;
+    // Bucket buffers (P windows each under a partitioned strategy) and this rank's reduced windows:
+    // two when the Comm can start collectives (bucket b uses buffer b % depth), else one.
+    std::array<Kokkos::View<T*, memory_space>, 2> bucket, reduced;
+    std::size_t depth = 1;
     std::vector<BucketTables<T>> tables;  // per bucket
     typename detail::fused_workspace_for<valid_, Algo, T, num_slots, execution_space, memory_space>::type local;  // runs in place
     std::array<Kokkos::View<T*, memory_space>, num_slots> state;
@@ -966,7 +977,7 @@ class ShardedOptimizer {
           copy_to_host(where[id] + off, host);
           std::copy(host.begin(), host.end(), out);
         },
-        [&](std::size_t id, std::int64_t off, const T* in, std::size_t n) {
+        [&](std::size_t id, std::int64_t off, const T* in, const char*, std::size_t n) {
           host.assign(in, in + n);
           copy_from_host(where[id] + off, host);
         });
@@ -1010,13 +1021,14 @@ class ShardedOptimizer {
     std::int64_t width = 0;
     for (const auto& b : buckets) width = std::max(width, b.width);
     const bool parted = strategy() == Strategy::partitioned;
-    if (width > 0) {
-      plan.bucket = Kokkos::View<T*, memory_space>("shardopt::bucket", static_cast<std::size_t>(width * (parted ? comm_.size() : 1)));
-      if (parted) plan.reduced = Kokkos::View<T*, memory_space>("shardopt::reduced", static_cast<std::size_t>(width));
+    plan.depth = can_start && buckets.size() > 1 ? 2 : 1;
+    for (std::size_t d = 0; d < plan.depth && width > 0; ++d) {
+      plan.bucket[d] = Kokkos::View<T*, memory_space>("shardopt::bucket", static_cast<std::size_t>(width * (parted ? comm_.size() : 1)));
+      if (parted) plan.reduced[d] = Kokkos::View<T*, memory_space>("shardopt::reduced", static_cast<std::size_t>(width));
     }
     using Run = typename detail::CopyTable<T, execution_space, memory_space>::Run;
-    T* buf = plan.bucket.data();
     for (std::size_t b = 0; b < buckets.size(); ++b) {
+      T* buf = plan.bucket[b % plan.depth].data();
       std::vector<Run> pack, unpack;
       for (const auto& c : buckets[b].pack)
         pack.push_back({buf + c.at, static_cast<const T*>(params_[c.param].pieces[0].grad) + c.src, static_cast<std::size_t>(c.length)});
@@ -1033,6 +1045,13 @@ class ShardedOptimizer {
   template <class T>
   using Scalars = typename detail::scalars_of<Algo, T>::type;
 
+  // Whether the Comm can start collectives and complete them later (comm::Mpi): the step then keeps
+  // two buckets in flight. Other communicators get the blocking loop.
+  static constexpr bool can_start = requires(Comm& c, std::span<const float> s, std::span<float> r) {
+    c.start_reduce_scatter(s, r, ReduceOp::sum).wait();
+    c.start_all_gather(s, r).wait();
+    c.start_all_reduce(r, ReduceOp::sum).wait();
+  };
   // Host-memory communicators read and write buffers when called: the kernels before must be done.
   // Stream-ordered ones (comm::Nccl) enqueue behind them instead.
   void before_collective() const {
@@ -1082,19 +1101,17 @@ class ShardedOptimizer {
     const int p = comm_.size(), me = comm_.rank();
     const bool parted = strategy() == Strategy::partitioned;
     const T divisor = Layout::reduction == Reduction::mean ? static_cast<T>(p) : T(1);
-    T* buf = plan.bucket.data();
-    using Run = typename detail::CopyTable<T, execution_space, memory_space>::Run;
-    for (std::size_t b = 0; b < plan.layout.buckets.size(); ++b) {
-      const auto& bucket = plan.layout.buckets[b];
-      auto& tables = plan.tables[b];
-      const auto w = static_cast<std::size_t>(bucket.width);
-      T* mine = parted ? buf + me * w : nullptr;  // this rank's window of the buffer
-      detail::copy_runs(exec_, tables.pack);
-      before_collective();
-      if (parted) comm_.reduce_scatter(std::span<const T>(buf, w * p), std::span<T>(plan.reduced.data(), w), ReduceOp::sum);
-      else comm_.all_reduce(std::span<T>(buf, w), ReduceOp::sum);
+    const std::size_t nb = plan.layout.buckets.size();
+    auto buffer = [&](std::size_t b) { return plan.bucket[b % plan.depth].data(); };
+    auto reduced = [&](std::size_t b) { return parted ? plan.reduced[b % plan.depth].data() : buffer(b); };
+    auto width = [&](std::size_t b) { return static_cast<std::size_t>(plan.layout.buckets[b].width); };
+    // Steps this rank's elements of bucket b once it is reduced, writing them also into this rank's
+    // window of the buffer for the all-gather (with the parameters of absent gradients).
+    auto update = [&](std::size_t b) {
+      T* mine = parted ? buffer(b) + me * width(b) : nullptr;
+      using Run = typename detail::CopyTable<T, execution_space, memory_space>::Run;
       std::vector<Run> absent;  // not stepped, but the all-gather still carries this rank's part of it
-      for (const auto& u : bucket.update) {
+      for (const auto& u : plan.layout.buckets[b].update) {
         const auto& prm = params_[u.param];
         T* value = static_cast<T*>(prm.pieces[0].value) + u.src;
         if (!prm.grad_present) {
@@ -1103,19 +1120,68 @@ class ShardedOptimizer {
         }
         auto s = segment(prm, u.state_offset, static_cast<std::size_t>(u.length));
         s.param = value;
-        s.grad = (parted ? plan.reduced.data() : buf) + u.at;
+        s.grad = reduced(b) + u.at;
         s.grad_divisor = divisor;
         s.mirror = parted ? mine + u.at : nullptr;
         segs.push_back(s);
       }
-      detail::fused_update<Algo>(exec_, std::move(segs), std::vector<Scalars<T>>(scalars), tables.workspace);
+      detail::fused_update<Algo>(exec_, std::move(segs), std::vector<Scalars<T>>(scalars), plan.tables[b].workspace);
       segs.clear();
-      if (!parted) continue;
-      tables.absent.assign(exec_, std::move(absent));
-      detail::copy_runs(exec_, tables.absent);
-      before_collective();
-      comm_.all_gather(std::span<const T>(mine, w), std::span<T>(buf, w * p));
-      detail::copy_runs(exec_, tables.unpack);
+      if (!parted) return;
+      plan.tables[b].absent.assign(exec_, std::move(absent));
+      detail::copy_runs(exec_, plan.tables[b].absent);
+    };
+    auto reduce_span = [&](std::size_t b) { return std::span<T>(buffer(b), width(b) * (parted ? p : 1)); };
+    auto gather_spans = [&](std::size_t b) {
+      return std::pair{std::span<const T>(buffer(b) + me * width(b), width(b)), std::span<T>(buffer(b), width(b) * p)};
+    };
+    if constexpr (can_start) {
+      // Pipelined: bucket b + 1 is packed and its reduction started before bucket b is stepped,
+      // and bucket b's all-gather runs while bucket b + 1 is reduced and stepped (two buffers).
+      using Request = decltype(comm_.start_all_gather(std::span<const T>(), std::span<T>()));
+      std::array<Request, 2> reducing, gathering;
+      auto start = [&](std::size_t b) {
+        detail::copy_runs(exec_, plan.tables[b].pack);
+        before_collective();
+        if (parted)
+          reducing[b % 2] = comm_.start_reduce_scatter(std::span<const T>(reduce_span(b)), std::span<T>(reduced(b), width(b)), ReduceOp::sum);
+        else
+          reducing[b % 2] = comm_.start_all_reduce(reduce_span(b), ReduceOp::sum);
+      };
+      auto finish = [&](std::size_t b) {
+        if (!parted) return;
+        gathering[b % 2].wait();
+        detail::copy_runs(exec_, plan.tables[b].unpack);
+      };
+      if (nb > 0) start(0);
+      for (std::size_t b = 0; b < nb; ++b) {
+        if (b + 1 < nb) {
+          if (b >= 1) finish(b - 1);  // frees the buffer bucket b + 1 packs into
+          start(b + 1);
+        }
+        reducing[b % 2].wait();
+        update(b);
+        if (!parted) continue;
+        before_collective();
+        const auto [send, recv] = gather_spans(b);
+        gathering[b % 2] = comm_.start_all_gather(send, recv);
+      }
+      if (nb >= 2) finish(nb - 2);
+      if (nb >= 1) finish(nb - 1);
+    } else {
+      // One bucket at a time, with the Comm's blocking collectives.
+      for (std::size_t b = 0; b < nb; ++b) {
+        detail::copy_runs(exec_, plan.tables[b].pack);
+        before_collective();
+        if (parted) comm_.reduce_scatter(std::span<const T>(reduce_span(b)), std::span<T>(reduced(b), width(b)), ReduceOp::sum);
+        else comm_.all_reduce(reduce_span(b), ReduceOp::sum);
+        update(b);
+        if (!parted) continue;
+        before_collective();
+        const auto [send, recv] = gather_spans(b);
+        comm_.all_gather(send, recv);
+        detail::copy_runs(exec_, plan.tables[b].unpack);
+      }
     }
   }
   // Allocates the slots the coming step needs and sets the state of parameters stepped for the first
@@ -1141,9 +1207,7 @@ class ShardedOptimizer {
   // holding an element provides it.
   template <class T>
   std::vector<T> gather_param(const Plan<T>& plan, std::size_t i, std::size_t k) {
-    const auto& prm = params_[i];
-    std::int64_t numel = 1;
-    for (auto s : prm.shape) numel *= s;
+    const std::int64_t numel = numel_of(i);
     // This rank's contribution: (global offset, length) pairs and their values.
     std::vector<std::int64_t> head;
     std::vector<T> values;
@@ -1209,11 +1273,7 @@ class ShardedOptimizer {
     if (r.packed && strategy() == Strategy::partitioned) return true;  // the owner
     return comm_.rank() == 0;                                                // copies: rank 0
   }
-  std::int64_t numel_of(std::size_t i) const {
-    std::int64_t n = 1;
-    for (auto s : params_[i].shape) n *= s;
-    return n;
-  }
+  std::int64_t numel_of(std::size_t i) const { return detail::numel(params_[i].shape); }
 
   StateDict skeleton() const {
     StateDict sd;
@@ -1386,67 +1446,88 @@ class ShardedOptimizer {
   }
 
   // The values of every present slot of every parameter for this rank's state runs, concatenated
-  // in state_runs_of order, from the parts passed on all ranks (collective where some rank lacks
-  // elements it keeps; every rank then sees every part).
+  // in state_runs_of order, from the parts passed on all ranks. Where parts overlap, the lowest
+  // rank's counts, and within a rank's the part with the lowest offset (the earlier if equal).
+  // Slots some rank cannot fill from its own parts travel through detail::redistribute, a window
+  // at a time (collective): no rank builds a whole tensor.
   std::vector<std::vector<double>> stage_from_dict(const StateDict& sd, const Incoming& in) {
     const std::size_t n = params_.size();
     std::vector<std::vector<double>> staged(n * num_slots);
     std::vector<std::int64_t> need(n * num_slots, 0);
-    auto dense = [&](std::size_t i, const std::vector<StatePart>& parts, std::vector<double>& v, std::vector<char>& have) {
-      v.assign(static_cast<std::size_t>(numel_of(i)), 0.0);
-      have.assign(v.size(), 0);
-      for (const auto& part : parts)
-        for (std::size_t e = 0; e < part.values.size(); ++e) {
-          const auto g = static_cast<std::size_t>(part.offset) + e;
-          if (!have[g]) v[g] = part.values[e], have[g] = 1;
-        }
+    auto parts_of = [&](std::size_t j) -> const std::vector<StatePart>& {
+      return sd.state.at(params_[j / num_slots].name).slots.at(std::string(Algo::slot_names[j % num_slots]));
     };
-    auto take = [&](std::size_t i, std::size_t k, const std::vector<double>& v, const std::vector<char>& have) {
-      auto& out = staged[i * num_slots + k];
-      out.clear();
+    // This rank's segments of parameter i: (global offset, length), in state order.
+    auto own = [&](std::size_t i) {
+      std::vector<std::pair<std::int64_t, std::int64_t>> out;
       for (const auto& r : runs_of(i))
-        for (const auto& [g, at, len] : segments(i, r))
-          for (std::int64_t e = 0; e < len; ++e) {
-            if (!have[static_cast<std::size_t>(g + e)]) return false;
-            out.push_back(v[static_cast<std::size_t>(g + e)]);
-          }
-      return true;
+        for (const auto& [g, at, len] : segments(i, r)) out.push_back({g, len});
+      return out;
     };
-    std::vector<double> v;
-    std::vector<char> have;
-    for (std::size_t i = 0; i < n; ++i)
-      for (std::size_t k = 0; k < num_slots; ++k) {
-        if (!in.present[i][k]) continue;
-        dense(i, sd.state.at(params_[i].name).slots.at(std::string(Algo::slot_names[k])), v, have);
-        need[i * num_slots + k] = take(i, k, v, have) ? 0 : 1;
-      }
-    if (comm_.size() > 1 && !need.empty()) comm_.all_reduce(std::span<std::int64_t>(need), ReduceOp::max);
-    std::string missing;
-    for (std::size_t i = 0; i < n; ++i)
-      for (std::size_t k = 0; k < num_slots; ++k) {
-        if (!need[i * num_slots + k]) continue;
-        // Every rank's parts of this slot, merged in rank order.
-        std::vector<std::int64_t> heads;
-        std::vector<double> values;
-        for (const auto& part : sd.state.at(params_[i].name).slots.at(std::string(Algo::slot_names[k]))) {
-          heads.insert(heads.end(), {part.offset, static_cast<std::int64_t>(part.values.size())});
-          values.insert(values.end(), part.values.begin(), part.values.end());
+    for (std::size_t j = 0; j < n * num_slots; ++j) {
+      if (!in.present[j / num_slots][j % num_slots]) continue;
+      std::vector<const StatePart*> parts;
+      for (const auto& part : parts_of(j)) parts.push_back(&part);
+      std::stable_sort(parts.begin(), parts.end(), [](const StatePart* a, const StatePart* b) { return a->offset < b->offset; });
+      auto& out = staged[j];
+      std::vector<char> filled;
+      for (const auto& [g, len] : own(j / num_slots)) {
+        const std::size_t base = out.size();
+        out.resize(base + static_cast<std::size_t>(len), 0.0);
+        filled.resize(out.size(), 0);
+        for (const StatePart* part : parts) {
+          const std::int64_t lo = std::max(g, part->offset), hi = std::min(g + len, part->offset + static_cast<std::int64_t>(part->values.size()));
+          for (std::int64_t e = lo; e < hi; ++e) {
+            const std::size_t at = base + static_cast<std::size_t>(e - g);
+            if (!filled[at]) out[at] = part->values[static_cast<std::size_t>(e - part->offset)], filled[at] = 1;
+          }
         }
-        const auto all_heads = all_gather_varying(heads);
-        const auto all_values = all_gather_varying(values);
-        std::vector<StatePart> parts;
-        for (std::size_t q = 0; q < all_heads.size(); ++q)
-          for (std::size_t h = 0, at = 0; h + 1 < all_heads[q].size(); at += static_cast<std::size_t>(all_heads[q][h + 1]), h += 2)
-            parts.push_back(StatePart{all_heads[q][h], std::vector<double>(all_values[q].begin() + at,
-                                                                           all_values[q].begin() + at + all_heads[q][h + 1])});
-        dense(i, parts, v, have);
-        const auto absent = static_cast<std::size_t>(std::count(have.begin(), have.end(), 0));
-        if (absent > 0)  // the same verdict on every rank: every rank saw every part
-          missing += "\n  - slot " + std::string(Algo::slot_names[k]) + " of " + detail::quote(params_[i].name) + ": " +
-                     std::to_string(absent) + " of " + std::to_string(have.size()) + " elements in no rank's parts";
-        else
-          take(i, k, v, have);
       }
+      need[j] = std::find(filled.begin(), filled.end(), 0) != filled.end() ? 1 : 0;
+    }
+    if (comm_.size() > 1 && !need.empty()) comm_.all_reduce(std::span<std::int64_t>(need), ReduceOp::max);
+    // The slots some rank lacks elements of, concatenated: every rank's parts, a window at a time.
+    std::vector<detail::Span> have, want;
+    std::vector<const double*> from;
+    std::vector<std::pair<double*, std::size_t>> to;  // where, and which slot (for the verdict)
+    std::int64_t total = 0;
+    for (std::size_t j = 0; j < n * num_slots; ++j) {
+      if (!need[j]) continue;
+      for (const auto& part : parts_of(j)) {
+        have.push_back({total + part.offset, static_cast<std::int64_t>(part.values.size()), from.size()});
+        from.push_back(part.values.data());
+      }
+      std::size_t at = 0;
+      for (const auto& [g, len] : own(j / num_slots)) {
+        want.push_back({total + g, len, to.size()});
+        to.push_back({staged[j].data() + at, j});
+        at += static_cast<std::size_t>(len);
+      }
+      total += numel_of(j / num_slots);
+    }
+    if (total == 0) return staged;
+    std::vector<std::int64_t> absent(n * num_slots, 0);
+    detail::redistribute<double>(
+        comm_, total, std::max<std::int64_t>(1, bucket_elements<double>() / comm_.size()), std::move(have), std::move(want),
+        [&](std::size_t id, std::int64_t off, double* out, std::size_t count) { std::copy(from[id] + off, from[id] + off + count, out); },
+        [&](std::size_t id, std::int64_t off, const double* values, const char* filled, std::size_t count) {
+          std::copy(values, values + count, to[id].first + off);
+          absent[to[id].second] += std::count(filled, filled + count, 0);
+        });
+    // The same verdict on every rank: elements every rank keeps were counted on each (max), the
+    // others on their one owner (sum).
+    std::vector<std::int64_t> most(absent);
+    comm_.all_reduce(std::span<std::int64_t>(absent), ReduceOp::sum);
+    comm_.all_reduce(std::span<std::int64_t>(most), ReduceOp::max);
+    std::string missing;
+    for (std::size_t j = 0; j < n * num_slots; ++j) {
+      const std::size_t i = j / num_slots;
+      const bool copies = params_[i].shards.empty() && strategy() != Strategy::partitioned;
+      const std::int64_t count = copies ? most[j] : absent[j];
+      if (need[j] && count > 0)
+        missing += "\n  - slot " + std::string(Algo::slot_names[j % num_slots]) + " of " + detail::quote(params_[i].name) + ": " +
+                   std::to_string(count) + " of " + std::to_string(numel_of(i)) + " elements in no rank's parts";
+    }
     if (!missing.empty())
       throw InvalidArgument("load_state_dict(): the parts passed on all ranks together do not cover the state:" + missing);
     return staged;

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include <shardopt/detail/shape.hpp>
 #include <shardopt/detail/format.hpp>
 #include <shardopt/error.hpp>
 
@@ -22,11 +23,7 @@ struct ShardMetadata {
   int rank = 0;                       ///< the rank that holds it (its placement)
 
   /// Number of elements of the shard.
-  std::int64_t numel() const {
-    std::int64_t n = 1;
-    for (auto s : sizes) n *= s;
-    return n;
-  }
+  std::int64_t numel() const { return detail::numel(sizes); }
   /// Equal offsets, sizes and rank.
   friend bool operator==(const ShardMetadata&, const ShardMetadata&) = default;
 };

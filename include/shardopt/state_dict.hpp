@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include <shardopt/detail/shape.hpp>
+
 namespace shardopt {
 
 /// @brief A run of consecutive elements of a global tensor: its row-major flat offset and values.
@@ -26,11 +28,7 @@ struct ParamState {
   std::int64_t step = 0;                               ///< steps the parameter took
   std::map<std::string, std::vector<StatePart>> slots;  ///< by torch's state key: the parts held here
   /// Number of elements of the global tensor.
-  std::int64_t numel() const {
-    std::int64_t n = 1;
-    for (auto s : shape) n *= s;
-    return n;
-  }
+  std::int64_t numel() const { return detail::numel(shape); }
 };
 
 /// @brief One param group: its options by name (booleans as 0 and 1) and its parameters' names.

@@ -14,17 +14,11 @@
 #include <vector>
 
 #include <shardopt/detail/buckets.hpp>
+#include <shardopt/detail/shape.hpp>
 #include <shardopt/error.hpp>
 #include <shardopt/layout_support.hpp>
 
 namespace shardopt::detail {
-
-/// Elements of a row-major tensor of shape `shape`.
-inline std::int64_t numel(const std::vector<std::int64_t>& shape) {
-  std::int64_t n = 1;
-  for (auto s : shape) n *= s;
-  return n;
-}
 
 /// @brief Elements of one parameter whose state this rank keeps, `length` of them from
 /// `state_offset` in the state buffers. A packed run covers the tensor's flat range

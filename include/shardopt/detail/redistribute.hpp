@@ -42,14 +42,15 @@ struct Span {
 /// window's contributions at a time: at most P * window elements.
 ///
 /// `read(id, offset, out, n)` copies n held elements from offset `offset` of span `id` to the host
-/// buffer `out`; `write(id, offset, in, n)` stores n elements there. Returns the number of needed
-/// elements no rank has (written as T{}).
+/// buffer `out`; `write(id, offset, in, filled, n)` stores n elements there, where filled[j] is 0
+/// for an element no rank has (in[j] is then T{}). Within a rank, spans that overlap count in the
+/// order of their `at` (then as passed). Returns the number of needed elements no rank has.
 template <class T, class Comm, class Read, class Write>
 std::int64_t redistribute(Comm& comm, std::int64_t total, std::int64_t window, std::vector<Span> have, std::vector<Span> need,
                           Read&& read, Write&& write) {
   auto by_at = [](const Span& a, const Span& b) { return a.at < b.at; };
-  std::sort(have.begin(), have.end(), by_at);
-  std::sort(need.begin(), need.end(), by_at);
+  std::stable_sort(have.begin(), have.end(), by_at);
+  std::stable_sort(need.begin(), need.end(), by_at);
   window = std::max<std::int64_t>(1, window);
   std::int64_t missing = 0;
   std::size_t h0 = 0, n0 = 0;  // first spans that may reach into the window
@@ -86,7 +87,7 @@ std::int64_t redistribute(Comm& comm, std::int64_t total, std::int64_t window, s
       const std::int64_t b = std::max(a, need[n].at), f = std::min(e, need[n].at + need[n].length);
       if (f <= b) continue;
       missing += std::count(filled.begin() + (b - a), filled.begin() + (f - a), 0);
-      write(need[n].id, b - need[n].at, buffer.data() + (b - a), static_cast<std::size_t>(f - b));
+      write(need[n].id, b - need[n].at, buffer.data() + (b - a), filled.data() + (b - a), static_cast<std::size_t>(f - b));
     }
   }
   return missing;

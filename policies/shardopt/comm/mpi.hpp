@@ -2,18 +2,13 @@
 /// @file
 /// @brief comm::Mpi: collectives over an MPI communicator.
 
-#ifndef OMPI_SKIP_MPICXX
-#define OMPI_SKIP_MPICXX 1  // shardopt uses the C API; the deprecated C++ bindings need extra libraries
-#endif
-#ifndef MPICH_SKIP_MPICXX
-#define MPICH_SKIP_MPICXX 1
-#endif
-#include <mpi.h>
+#include <shardopt/detail/mpi_header.hpp>  // <mpi.h>, without the MPI-2 C++ bindings
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -75,6 +70,10 @@ inline int to_int(std::size_t n, const char* call) {
 /// never matches a user's messages; copies of a comm::Mpi share the duplicate and its byte counts.
 /// MPI errors become shardopt::CommError. Buffers must be memory MPI can read: host memory, or
 /// device memory with a CUDA-aware MPI. On one process nothing calls MPI.
+///
+/// Each collective can also be started and completed later (start_all_reduce,
+/// start_reduce_scatter, start_all_gather return a Request; Request::wait completes it, with the
+/// same result as the blocking call): ShardedOptimizer then keeps two buckets of a step in flight.
 class Mpi {
  public:
   using communicator_category = communicator_tag;  ///< declares this type a communicator
@@ -153,6 +152,138 @@ class Mpi {
                                     detail_mpi::datatype<T>(), native()),
                       "MPI_Allgather");
     count(detail::all_gather_bytes(send.size_bytes(), size()));
+  }
+  /// @brief A collective started by start_all_reduce(), start_reduce_scatter() or
+  /// start_all_gather(), in flight until wait() (the destructor waits too, ignoring errors).
+  /// The buffers passed to the start must stay untouched until then.
+  class Request {
+   public:
+    Request() = default;
+    Request(const Request&) = delete;
+    Request& operator=(const Request&) = delete;
+    /// Takes the collective over from `o`.
+    Request(Request&& o) noexcept : finish_(std::move(o.finish_)) { o.finish_ = nullptr; }
+    /// Waits for the collective this one holds, then takes `o`'s over.
+    Request& operator=(Request&& o) noexcept {
+      if (this != &o) {
+        wait_quietly();
+        finish_ = std::move(o.finish_);
+        o.finish_ = nullptr;
+      }
+      return *this;
+    }
+    ~Request() { wait_quietly(); }
+    /// Completes the collective (for a reduction, combines the ranks' parts in rank order).
+    void wait() {
+      if (!finish_) return;
+      auto f = std::move(finish_);
+      finish_ = nullptr;
+      f();
+    }
+    /// Whether the collective has not been waited for yet.
+    bool pending() const noexcept { return static_cast<bool>(finish_); }
+
+   private:
+    friend class Mpi;
+    void wait_quietly() noexcept {
+      try {
+        wait();
+      } catch (...) {
+      }
+    }
+    std::function<void()> finish_;
+  };
+
+  /// @brief all_reduce(), started: the same result once wait() returns. Floating-point buffers
+  /// start their all-to-all here (MPI_Ialltoall) and combine and all-gather in wait().
+  template <class T>
+  Request start_all_reduce(std::span<T> buffer, ReduceOp op) {
+    Request r;
+    if (size() == 1 || buffer.empty()) return r;
+    const std::size_t p = static_cast<std::size_t>(size()), part = (buffer.size() + p - 1) / p;
+    if constexpr (std::is_floating_point_v<T>) {
+      // The parts, and a padded copy of the buffer where P does not divide its size.
+      const bool pad = part * p != buffer.size();
+      auto padded = take_scratch((part * p + (pad ? part * p : 0)) * sizeof(T));
+      T* parts = reinterpret_cast<T*>(padded->data());
+      T* work = pad ? parts + part * p : buffer.data();
+      if (pad) {
+        std::copy(buffer.begin(), buffer.end(), work);
+        std::fill(work + buffer.size(), work + part * p, T(0));
+      }
+      MPI_Request req = start_all_to_all(work, parts, part);
+      count(detail::all_reduce_bytes(buffer.size_bytes(), size()));
+      r.finish_ = [st = state_, req, padded, work, parts, part, p, buffer, op]() mutable {
+        auto back = [&] { st->pool.push_back(padded); };
+        try {
+          detail_mpi::check(MPI_Wait(&req, MPI_STATUS_IGNORE), "MPI_Wait (all_reduce)");
+          detail::combine_in_rank_order(parts, work + static_cast<std::size_t>(st->rank) * part, part, p, op);
+          detail_mpi::check(MPI_Allgather(MPI_IN_PLACE, detail_mpi::to_int(part, "all_reduce"), detail_mpi::datatype<T>(), work,
+                                          detail_mpi::to_int(part, "all_reduce"), detail_mpi::datatype<T>(), st->comm),
+                            "MPI_Allgather");
+          if (work != buffer.data()) std::copy(work, work + buffer.size(), buffer.begin());
+        } catch (...) {
+          back();
+          throw;
+        }
+        back();
+      };
+    } else {
+      MPI_Request req;
+      detail_mpi::check(MPI_Iallreduce(MPI_IN_PLACE, buffer.data(), detail_mpi::to_int(buffer.size(), "all_reduce"),
+                                       detail_mpi::datatype<T>(), detail_mpi::op(op), native(), &req),
+                        "MPI_Iallreduce");
+      count(detail::all_reduce_bytes(buffer.size_bytes(), size()));
+      r.finish_ = [req]() mutable { detail_mpi::check(MPI_Wait(&req, MPI_STATUS_IGNORE), "MPI_Wait (all_reduce)"); };
+    }
+    return r;
+  }
+  /// @brief reduce_scatter(), started (MPI_Ialltoall); wait() combines in rank order into `recv`.
+  template <class T>
+  Request start_reduce_scatter(std::span<const T> send, std::span<T> recv, ReduceOp op) {
+    if (send.size() != recv.size() * static_cast<std::size_t>(size()))
+      throw InvalidArgument("comm::Mpi::start_reduce_scatter: send has " + std::to_string(send.size()) +
+                            " elements, expected size() * recv.size() = " + std::to_string(recv.size() * size()));
+    Request r;
+    if (size() == 1) {
+      if (send.data() != recv.data()) std::copy(send.begin(), send.end(), recv.begin());
+      return r;
+    }
+    if (recv.empty()) return r;
+    const std::size_t p = static_cast<std::size_t>(size());
+    auto scratch = take_scratch(send.size() * sizeof(T));
+    T* parts = reinterpret_cast<T*>(scratch->data());
+    MPI_Request req = start_all_to_all(send.data(), parts, recv.size());
+    count(detail::reduce_scatter_bytes(recv.size_bytes(), size()));
+    r.finish_ = [st = state_, req, scratch, parts, recv, p, op]() mutable {
+      const int rc = MPI_Wait(&req, MPI_STATUS_IGNORE);
+      if (rc == MPI_SUCCESS) detail::combine_in_rank_order(parts, recv.data(), recv.size(), p, op);
+      st->pool.push_back(scratch);
+      detail_mpi::check(rc, "MPI_Wait (reduce_scatter)");
+    };
+    return r;
+  }
+  /// @brief all_gather(), started (MPI_Iallgather); in place when `send` is this rank's part of `recv`.
+  template <class T>
+  Request start_all_gather(std::span<const T> send, std::span<T> recv) {
+    if (recv.size() != send.size() * static_cast<std::size_t>(size()))
+      throw InvalidArgument("comm::Mpi::start_all_gather: recv has " + std::to_string(recv.size()) +
+                            " elements, expected size() * send.size() = " + std::to_string(send.size() * size()));
+    Request r;
+    if (size() == 1) {
+      if (send.data() != recv.data()) std::copy(send.begin(), send.end(), recv.begin());
+      return r;
+    }
+    if (send.empty()) return r;
+    const bool in_place = send.data() == recv.data() + send.size() * rank();
+    const int n = detail_mpi::to_int(send.size(), "all_gather");
+    MPI_Request req;
+    detail_mpi::check(MPI_Iallgather(in_place ? MPI_IN_PLACE : send.data(), n, detail_mpi::datatype<T>(), recv.data(), n,
+                                     detail_mpi::datatype<T>(), native(), &req),
+                      "MPI_Iallgather");
+    count(detail::all_gather_bytes(send.size_bytes(), size()));
+    r.finish_ = [req]() mutable { detail_mpi::check(MPI_Wait(&req, MPI_STATUS_IGNORE), "MPI_Wait (all_gather)"); };
+    return r;
   }
   /// Broadcast `buffer` from `root`.
   template <class T>
@@ -295,6 +426,7 @@ class Mpi {
     int rank = 0, size = 1;
     CommStats stats;
     std::vector<unsigned char> padded, parts;  // scratch reused between calls
+    std::vector<std::shared_ptr<std::vector<unsigned char>>> pool;  // the started collectives' scratch, when done
     State() = default;
     State(const State&) = delete;
     State& operator=(const State&) = delete;
@@ -339,6 +471,28 @@ class Mpi {
   static T* scratch(std::vector<unsigned char>& s, std::size_t n) {
     if (s.size() < n * sizeof(T)) s.resize(n * sizeof(T));
     return reinterpret_cast<T*>(s.data());
+  }
+  // Started collectives' scratch: each in-flight one holds its own, returned to this pool after.
+  using Scratch = std::shared_ptr<std::vector<unsigned char>>;
+  Scratch take_scratch(std::size_t bytes) {
+    auto& pool = state_->pool;
+    Scratch s;
+    if (!pool.empty()) {
+      s = std::move(pool.back());
+      pool.pop_back();
+    } else {
+      s = std::make_shared<std::vector<unsigned char>>();
+    }
+    if (s->size() < bytes) s->resize(bytes);
+    return s;
+  }
+  template <class T>
+  MPI_Request start_all_to_all(const T* send, T* parts, std::size_t n) {
+    const int count = detail_mpi::to_int(n, "all_reduce/reduce_scatter");
+    MPI_Request req;
+    detail_mpi::check(MPI_Ialltoall(send, count, detail_mpi::datatype<T>(), parts, count, detail_mpi::datatype<T>(), native(), &req),
+                      "MPI_Ialltoall");
+    return req;
   }
   void count(std::uint64_t bytes) {
     state_->stats.bytes_sent += bytes;

@@ -20,13 +20,7 @@
 
 #include <shardopt/config.hpp>
 #if SHARDOPT_HAS_MPI
-#ifndef OMPI_SKIP_MPICXX
-#define OMPI_SKIP_MPICXX 1
-#endif
-#ifndef MPICH_SKIP_MPICXX
-#define MPICH_SKIP_MPICXX 1
-#endif
-#include <mpi.h>
+#include <shardopt/detail/mpi_header.hpp>
 #endif
 
 #include <shardopt/comm_stats.hpp>

@@ -17,8 +17,9 @@ namespace shardopt::layout {
 /// of every tensor and keeps only its state. A tensor with no dimension `Dim` is cut along its
 /// last dimension.
 ///
-/// One step: the chunks of all tensors travel in one bucketed reduce-scatter, each rank steps its
-/// chunks, and one all-gather brings every rank the updated tensors.
+/// One step, bucket by bucket (at most the optimizer's bucket_bytes() per collective): the chunks
+/// travel in a reduce-scatter, each rank steps its chunks, and an all-gather brings every rank the
+/// updated tensors.
 /// @tparam Dim the dimension to cut.
 /// @tparam R the gradient reduction: Reduction::mean (default) or Reduction::sum.
 template <int Dim, Reduction R = Reduction::mean>

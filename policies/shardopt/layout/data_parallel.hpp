@@ -11,7 +11,7 @@
 namespace shardopt::layout {
 
 /// @brief Every rank holds every whole tensor and its full optimizer state; gradients are averaged
-/// (or summed) across ranks with one bucketed all-reduce per element type, then every rank steps
+/// (or summed) across ranks with all-reduces of at most the optimizer's bucket_bytes() each, then every rank steps
 /// everything. The baseline that FlatPartition is measured against. Sharded tensors are stepped
 /// in their local shards with their own gradients.
 /// @tparam R the gradient reduction: Reduction::mean (default, like DDP) or Reduction::sum.

@@ -13,9 +13,11 @@ namespace shardopt::layout {
 /// @brief All whole tensors of one element type seen as one flat buffer, in registration order,
 /// cut into P equal contiguous parts (padding only at the end); rank r owns part r.
 ///
-/// One step: gradients are reduce-scattered (each rank receives the averaged gradient of its part
-/// only), the owned part is stepped with the state only this rank keeps (ceil(N/P) elements per
-/// slot), and the updated parameters are all-gathered so every rank holds the same whole tensors.
+/// One step, bucket by bucket (the same window of every part, at most the optimizer's
+/// bucket_bytes() per collective): gradients are reduce-scattered (each rank receives the averaged
+/// gradient of its part only), the owned part is stepped with the state only this rank keeps
+/// (ceil(N/P) elements per slot), and the updated parameters are all-gathered so every rank holds
+/// the same whole tensors.
 /// Sharded tensors keep their own sharding and are stepped in their local shards.
 /// @tparam R the gradient reduction: Reduction::mean (default, like DDP) or Reduction::sum.
 template <Reduction R = Reduction::mean>
