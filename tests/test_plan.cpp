@@ -10,6 +10,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <span>
+#include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -129,9 +132,29 @@ BOOST_AUTO_TEST_CASE(bucket_counts) {
   BOOST_TEST(buckets(4 * part).size() == 1u);
   BOOST_TEST(buckets(1 << 20).size() == 1u);
   BOOST_TEST(buckets(40).size() == std::size_t((part + 9) / 10));
+  // All-reduce windows are a multiple of P (48 of 50 at P = 4): no padded copy in the reduction.
   const auto dp = detail::make_plan<so::layout::DataParallel>(ts, ts.size(), so::Strategy::all_reduce, 4, 1, 50).buckets;
-  BOOST_TEST(dp.size() == std::size_t((n + 49) / 50));
-  BOOST_TEST(dp.back().width == n - 50 * (std::int64_t(dp.size()) - 1));
+  BOOST_TEST(dp.size() == std::size_t((n + 47) / 48));
+  BOOST_TEST(dp.front().width == 48);
+  BOOST_TEST(dp.back().width == n - 48 * (std::int64_t(dp.size()) - 1));
+}
+
+// A user's layout whose runs cover a tensor's element count but twice the same elements (so that
+// others would never be stepped) gets a clear error, not a silent skip.
+struct Twice {
+  using layout_category = so::layout_policy_tag;
+  static constexpr std::string_view name = "Twice";
+  static constexpr so::Strategy strategy = so::Strategy::partitioned;
+  static constexpr so::Reduction reduction = so::Reduction::mean;
+  static so::Packing pack(std::span<const so::TensorInfo>, int world_size) {
+    return {2, {{0, 0, 0, 2}, {0, 0, 2 * world_size - 2, 2}}};  // elements 0 and 1 twice, 2 and 3 never
+  }
+};
+BOOST_AUTO_TEST_CASE(a_packing_that_repeats_elements_is_rejected) {
+  const std::vector<detail::PlanTensor> one = {{0, {4}, true, {4}}};
+  BOOST_CHECK_EXCEPTION(detail::make_plan<Twice>(one, 1, so::Strategy::partitioned, 2, 0, 64), so::Error, [](const so::Error& e) {
+    return std::string(e.what()).find("overlap in the tensor") != std::string::npos;
+  });
 }
 
 BOOST_AUTO_TEST_SUITE_END()

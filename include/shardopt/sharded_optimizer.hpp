@@ -324,15 +324,20 @@ class ShardedOptimizer {
 
   /// The default of bucket_bytes(): 32 MiB.
   static constexpr std::size_t default_bucket_bytes = std::size_t(32) << 20;
+  /// The largest bucket_bytes(): 2 GiB.
+  static constexpr std::size_t max_bucket_bytes = std::size_t(1) << 31;
   /// @brief Sets the most bytes of gradients or parameters one collective of a step moves (at
   /// least one element per rank): every layout moves them through one buffer of this size, bucket
   /// by bucket, so that the memory the optimizer adds per rank is its state plus a few buckets,
   /// whatever the size of the model. Results are the same bits for every bucket size. Like the
   /// registration, the bucket size must be the same on every rank (step() checks it).
-  /// @throws InvalidArgument for 0.
+  /// @throws InvalidArgument for 0 or more than max_bucket_bytes.
   void set_bucket_bytes(std::size_t bytes) {
     require_live("set_bucket_bytes");
     if (bytes == 0) throw InvalidArgument("set_bucket_bytes(0): a bucket must hold at least one element");
+    if (bytes > max_bucket_bytes)
+      throw InvalidArgument("set_bucket_bytes(" + std::to_string(bytes) + "): at most " + std::to_string(max_bucket_bytes) +
+                            " bytes (2 GiB: MPI counts elements in an int)");
     bucket_bytes_ = bytes;
   }
   /// The bucket size in bytes; see set_bucket_bytes().
@@ -970,7 +975,7 @@ class ShardedOptimizer {
     }
     if (total == 0) return;
     std::vector<T> host;
-    detail::redistribute<T>(
+    const std::int64_t lost = detail::redistribute<T>(
         comm_, total, std::max<std::int64_t>(1, bucket_elements<T>() / comm_.size()), std::move(have), std::move(need),
         [&](std::size_t id, std::int64_t off, T* out, std::size_t n) {
           host.resize(n);
@@ -981,6 +986,8 @@ class ShardedOptimizer {
           host.assign(in, in + n);
           copy_from_host(where[id] + off, host);
         });
+    if (lost != 0)  // every element kept after was kept by some rank before
+      throw Error("ShardedOptimizer: internal error: " + std::to_string(lost) + " elements of state found no previous owner");
   }
   // dst[0, n) = src[0, n), both in memory_space.
   template <class T>
@@ -1047,11 +1054,17 @@ class ShardedOptimizer {
 
   // Whether the Comm can start collectives and complete them later (comm::Mpi): the step then keeps
   // two buckets in flight. Other communicators get the blocking loop.
-  static constexpr bool can_start = requires(Comm& c, std::span<const float> s, std::span<float> r) {
+  template <class T>
+  static constexpr bool can_start_for = requires(Comm& c, std::span<const T> s, std::span<T> r) {
     c.start_reduce_scatter(s, r, ReduceOp::sum).wait();
     c.start_all_gather(s, r).wait();
     c.start_all_reduce(r, ReduceOp::sum).wait();
+    requires std::same_as<decltype(c.start_all_gather(s, r)), decltype(c.start_reduce_scatter(s, r, ReduceOp::sum))>;
+    requires std::same_as<decltype(c.start_all_gather(s, r)), decltype(c.start_all_reduce(r, ReduceOp::sum))>;
+    requires std::is_default_constructible_v<decltype(c.start_all_gather(s, r))>;
+    requires std::is_move_assignable_v<decltype(c.start_all_gather(s, r))>;
   };
+  static constexpr bool can_start = can_start_for<float> && can_start_for<double>;
   // Host-memory communicators read and write buffers when called: the kernels before must be done.
   // Stream-ordered ones (comm::Nccl) enqueue behind them instead.
   void before_collective() const {
@@ -1092,12 +1105,12 @@ class ShardedOptimizer {
       s.grad = static_cast<const T*>(prm.pieces[r.piece].grad);
       segs.push_back(s);
     }
-    // Every rank's scalars are ready before the first bucket: the bucket loop adds none that the
-    // local runs did not (the packed parameters' scalars are added here too, in state order).
+    // This rank's scalars are all known before the first launch (the packed parameters' are added
+    // here, in state order), so every launch gets the same table.
     for (const auto& r : plan.layout.state_runs)
       if (r.packed && params_[r.param].grad_present) segment(params_[r.param], 0, 0);
-    detail::fused_update<Algo>(exec_, std::move(segs), std::vector<Scalars<T>>(scalars), plan.local);
-    segs.clear();  // (fused_update leaves it as it was when its table already holds the same)
+    std::vector<detail::Segment<T, num_slots>> local = std::move(segs);
+    segs.clear();
     const int p = comm_.size(), me = comm_.rank();
     const bool parted = strategy() == Strategy::partitioned;
     const T divisor = Layout::reduction == Reduction::mean ? static_cast<T>(p) : T(1);
@@ -1130,6 +1143,10 @@ class ShardedOptimizer {
       if (!parted) return;
       plan.tables[b].absent.assign(exec_, std::move(absent));
       detail::copy_runs(exec_, plan.tables[b].absent);
+    };
+    // The runs stepped in place, after the buckets: a collective that fails leaves them unchanged.
+    auto step_local = [&](std::vector<detail::Segment<T, num_slots>>& l) {
+      detail::fused_update<Algo>(exec_, std::move(l), std::vector<Scalars<T>>(scalars), plan.local);
     };
     auto reduce_span = [&](std::size_t b) { return std::span<T>(buffer(b), width(b) * (parted ? p : 1)); };
     auto gather_spans = [&](std::size_t b) {
@@ -1168,6 +1185,7 @@ class ShardedOptimizer {
       }
       if (nb >= 2) finish(nb - 2);
       if (nb >= 1) finish(nb - 1);
+      step_local(local);
     } else {
       // One bucket at a time, with the Comm's blocking collectives.
       for (std::size_t b = 0; b < nb; ++b) {
@@ -1182,6 +1200,7 @@ class ShardedOptimizer {
         comm_.all_gather(send, recv);
         detail::copy_runs(exec_, plan.tables[b].unpack);
       }
+      step_local(local);
     }
   }
   // Allocates the slots the coming step needs and sets the state of parameters stepped for the first
@@ -1189,6 +1208,9 @@ class ShardedOptimizer {
   template <class T>
   void init_state(Plan<T>& plan) {
     for (std::size_t k = 0; k < num_slots; ++k) {
+      // The runs to set, merged where contiguous with the same value: one fill per slot when every
+      // parameter starts together, however many tensors there are.
+      std::vector<std::tuple<std::int64_t, std::int64_t, T>> fills;  // offset, length, value
       for (std::size_t i = 0; i < params_.size(); ++i) {
         auto& prm = params_[i];
         if (prm.dtype != dtype_of<T>() || !prm.grad_present || prm.initialized[k]) continue;
@@ -1196,12 +1218,22 @@ class ShardedOptimizer {
         if (!Algo::slot_used(o, k)) continue;
         if (plan.state[k].size() == 0 && plan.layout.state_size > 0)
           plan.state[k] = Kokkos::View<T*, memory_space>("shardopt::state." + std::string(Algo::slot_names[k]), plan.layout.state_size);
-        for (const auto& r : state_runs_of(plan, i))
-          detail::fill(exec_, plan.state[k].data() + r.state_offset, static_cast<std::size_t>(r.length), static_cast<T>(Algo::initial_value(o, k)));
+        const T value = static_cast<T>(Algo::initial_value(o, k));
+        for (const std::size_t r : plan.layout.runs_of(i))
+          fills.emplace_back(plan.layout.state_runs[r].state_offset, plan.layout.state_runs[r].length, value);
         prm.initialized[k] = true;
+      }
+      std::sort(fills.begin(), fills.end(), [](const auto& a, const auto& b) { return std::get<0>(a) < std::get<0>(b); });
+      for (std::size_t f = 0; f < fills.size();) {
+        auto [at, length, value] = fills[f];
+        std::size_t g = f + 1;
+        for (; g < fills.size() && std::get<0>(fills[g]) == at + length && std::get<2>(fills[g]) == value; ++g) length += std::get<1>(fills[g]);
+        detail::fill(exec_, plan.state[k].data() + at, static_cast<std::size_t>(length), value);
+        f = g;
       }
     }
   }
+
 
   // The global tensor of slot k of parameter i from every rank's runs (collective); the lowest rank
   // holding an element provides it.
@@ -1446,10 +1478,11 @@ class ShardedOptimizer {
   }
 
   // The values of every present slot of every parameter for this rank's state runs, concatenated
-  // in state_runs_of order, from the parts passed on all ranks. Where parts overlap, the lowest
-  // rank's counts, and within a rank's the part with the lowest offset (the earlier if equal).
-  // Slots some rank cannot fill from its own parts travel through detail::redistribute, a window
-  // at a time (collective): no rank builds a whole tensor.
+  // in state_runs_of order, from the parts passed on all ranks. A rank whose own parts cover what
+  // it keeps takes them (where they overlap, the part with the lowest offset, the earlier if
+  // equal); slots some rank cannot fill from its own parts travel through detail::redistribute, a
+  // window at a time (collective; no rank builds a whole tensor), and there the lowest rank's
+  // parts count.
   std::vector<std::vector<double>> stage_from_dict(const StateDict& sd, const Incoming& in) {
     const std::size_t n = params_.size();
     std::vector<std::vector<double>> staged(n * num_slots);
@@ -1469,13 +1502,18 @@ class ShardedOptimizer {
       std::vector<const StatePart*> parts;
       for (const auto& part : parts_of(j)) parts.push_back(&part);
       std::stable_sort(parts.begin(), parts.end(), [](const StatePart* a, const StatePart* b) { return a->offset < b->offset; });
+      std::vector<std::int64_t> reach(parts.size());  // the furthest end of parts[0..q]: where to start looking
+      for (std::size_t q = 0; q < parts.size(); ++q)
+        reach[q] = std::max(q ? reach[q - 1] : 0, parts[q]->offset + static_cast<std::int64_t>(parts[q]->values.size()));
       auto& out = staged[j];
       std::vector<char> filled;
       for (const auto& [g, len] : own(j / num_slots)) {
         const std::size_t base = out.size();
         out.resize(base + static_cast<std::size_t>(len), 0.0);
         filled.resize(out.size(), 0);
-        for (const StatePart* part : parts) {
+        const auto first = static_cast<std::size_t>(std::upper_bound(reach.begin(), reach.end(), g) - reach.begin());
+        for (std::size_t q = first; q < parts.size() && parts[q]->offset < g + len; ++q) {
+          const StatePart* part = parts[q];
           const std::int64_t lo = std::max(g, part->offset), hi = std::min(g + len, part->offset + static_cast<std::int64_t>(part->values.size()));
           for (std::int64_t e = lo; e < hi; ++e) {
             const std::size_t at = base + static_cast<std::size_t>(e - g);

@@ -52,11 +52,14 @@ struct Bucket {
   bool operator==(const Bucket&) const = default;
 };
 
-/// @brief Elements per part window of a bucket: `bucket_elements` in all, split over the P parts
-/// (at least one element per part, so a bucket smaller than P elements still moves every part).
+/// @brief Elements per window of a bucket. Partitioned: `bucket_elements` in all, split over the
+/// P parts (at least one element per part, so a bucket smaller than P elements still moves every
+/// part). All-reduce: `bucket_elements`, rounded down to a multiple of P where it is at least P (a
+/// rank-ordered all-reduce then needs no padded copy).
 inline std::int64_t window_of(Strategy s, std::int64_t bucket_elements, int world_size) {
-  const std::int64_t per = s == Strategy::partitioned ? bucket_elements / world_size : bucket_elements;
-  return std::max<std::int64_t>(1, per);
+  if (s == Strategy::partitioned) return std::max<std::int64_t>(1, bucket_elements / world_size);
+  const std::int64_t w = std::max<std::int64_t>(1, world_size);
+  return bucket_elements >= w ? bucket_elements - bucket_elements % w : std::max<std::int64_t>(1, bucket_elements);
 }
 
 /// @brief The buckets of a packing for rank `rank` of `world_size` under strategy `s` (all_reduce

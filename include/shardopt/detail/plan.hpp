@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <span>
+#include <tuple>
 #include <string>
 #include <utility>
 #include <vector>
@@ -61,15 +63,24 @@ struct PlanLayout {
 inline void validate_packing(std::string_view layout, const Packing& packing, std::span<const TensorInfo> infos, int p) {
   const std::string where = "layout " + std::string(layout) + ": pack() ";
   if (packing.part_size < 0) throw Error(where + "returned a negative part size");
+  if (p > 0 && packing.part_size > std::numeric_limits<std::int64_t>::max() / p) throw Error(where + "returned a part size that overflows");
+  const std::int64_t buffer = packing.part_size * p;
   std::vector<std::int64_t> covered(infos.size(), 0);
   std::vector<std::pair<std::int64_t, std::int64_t>> spans;
+  std::vector<std::tuple<std::size_t, std::int64_t, std::int64_t>> sources;  // tensor, src, end
   for (const auto& r : packing.runs) {
-    if (r.tensor >= infos.size() || r.length < 0 || r.src < 0 || r.src + r.length > infos[r.tensor].numel() || r.dst < 0 ||
-        r.dst + r.length > packing.part_size * p)
+    // (Compared as differences, so that no sum overflows.)
+    if (r.tensor >= infos.size() || r.length < 0 || r.src < 0 || r.src > infos[r.tensor].numel() ||
+        r.length > infos[r.tensor].numel() - r.src || r.dst < 0 || r.dst > buffer || r.length > buffer - r.dst)
       throw Error(where + "returned a run outside its tensor or the packed buffer");
     covered[r.tensor] += r.length;
     spans.emplace_back(r.dst, r.dst + r.length);
+    if (r.length > 0) sources.emplace_back(r.tensor, r.src, r.src + r.length);
   }
+  std::sort(sources.begin(), sources.end());
+  for (std::size_t i = 1; i < sources.size(); ++i)
+    if (std::get<0>(sources[i]) == std::get<0>(sources[i - 1]) && std::get<1>(sources[i]) < std::get<2>(sources[i - 1]))
+      throw Error(where + "returned two runs of tensor " + std::to_string(std::get<0>(sources[i])) + " that overlap in the tensor");
   for (std::size_t t = 0; t < infos.size(); ++t)
     if (covered[t] != infos[t].numel())
       throw Error(where + "covers " + std::to_string(covered[t]) + " of the " + std::to_string(infos[t].numel()) +

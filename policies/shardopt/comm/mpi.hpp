@@ -211,12 +211,11 @@ class Mpi {
         std::copy(buffer.begin(), buffer.end(), work);
         std::fill(work + buffer.size(), work + part * p, T(0));
       }
-      MPI_Request req = start_all_to_all(work, parts, part);
-      count(detail::all_reduce_bytes(buffer.size_bytes(), size()));
-      r.finish_ = [st = state_, req, padded, work, parts, part, p, buffer, op]() mutable {
+      auto req = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
+      std::function<void()> finish = [st = state_, req, padded, work, parts, part, p, buffer, op]() {
         auto back = [&] { st->pool.push_back(padded); };
         try {
-          detail_mpi::check(MPI_Wait(&req, MPI_STATUS_IGNORE), "MPI_Wait (all_reduce)");
+          detail_mpi::check(MPI_Wait(req.get(), MPI_STATUS_IGNORE), "MPI_Wait (all_reduce)");
           detail::combine_in_rank_order(parts, work + static_cast<std::size_t>(st->rank) * part, part, p, op);
           detail_mpi::check(MPI_Allgather(MPI_IN_PLACE, detail_mpi::to_int(part, "all_reduce"), detail_mpi::datatype<T>(), work,
                                           detail_mpi::to_int(part, "all_reduce"), detail_mpi::datatype<T>(), st->comm),
@@ -227,14 +226,18 @@ class Mpi {
           throw;
         }
         back();
-      };
+      };  // made before the collective starts: nothing can throw between its start and r owning it
+      *req = start_all_to_all(work, parts, part);
+      count(detail::all_reduce_bytes(buffer.size_bytes(), size()));
+      r.finish_ = std::move(finish);
     } else {
-      MPI_Request req;
+      auto req = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
+      std::function<void()> finish = [req] { detail_mpi::check(MPI_Wait(req.get(), MPI_STATUS_IGNORE), "MPI_Wait (all_reduce)"); };
       detail_mpi::check(MPI_Iallreduce(MPI_IN_PLACE, buffer.data(), detail_mpi::to_int(buffer.size(), "all_reduce"),
-                                       detail_mpi::datatype<T>(), detail_mpi::op(op), native(), &req),
+                                       detail_mpi::datatype<T>(), detail_mpi::op(op), native(), req.get()),
                         "MPI_Iallreduce");
       count(detail::all_reduce_bytes(buffer.size_bytes(), size()));
-      r.finish_ = [req]() mutable { detail_mpi::check(MPI_Wait(&req, MPI_STATUS_IGNORE), "MPI_Wait (all_reduce)"); };
+      r.finish_ = std::move(finish);
     }
     return r;
   }
@@ -253,14 +256,16 @@ class Mpi {
     const std::size_t p = static_cast<std::size_t>(size());
     auto scratch = take_scratch(send.size() * sizeof(T));
     T* parts = reinterpret_cast<T*>(scratch->data());
-    MPI_Request req = start_all_to_all(send.data(), parts, recv.size());
-    count(detail::reduce_scatter_bytes(recv.size_bytes(), size()));
-    r.finish_ = [st = state_, req, scratch, parts, recv, p, op]() mutable {
-      const int rc = MPI_Wait(&req, MPI_STATUS_IGNORE);
+    auto req = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
+    std::function<void()> finish = [st = state_, req, scratch, parts, recv, p, op]() {
+      const int rc = MPI_Wait(req.get(), MPI_STATUS_IGNORE);
       if (rc == MPI_SUCCESS) detail::combine_in_rank_order(parts, recv.data(), recv.size(), p, op);
       st->pool.push_back(scratch);
       detail_mpi::check(rc, "MPI_Wait (reduce_scatter)");
     };
+    *req = start_all_to_all(send.data(), parts, recv.size());
+    count(detail::reduce_scatter_bytes(recv.size_bytes(), size()));
+    r.finish_ = std::move(finish);
     return r;
   }
   /// @brief all_gather(), started (MPI_Iallgather); in place when `send` is this rank's part of `recv`.
@@ -277,12 +282,13 @@ class Mpi {
     if (send.empty()) return r;
     const bool in_place = send.data() == recv.data() + send.size() * rank();
     const int n = detail_mpi::to_int(send.size(), "all_gather");
-    MPI_Request req;
+    auto req = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
+    std::function<void()> finish = [req] { detail_mpi::check(MPI_Wait(req.get(), MPI_STATUS_IGNORE), "MPI_Wait (all_gather)"); };
     detail_mpi::check(MPI_Iallgather(in_place ? MPI_IN_PLACE : send.data(), n, detail_mpi::datatype<T>(), recv.data(), n,
-                                     detail_mpi::datatype<T>(), native(), &req),
+                                     detail_mpi::datatype<T>(), native(), req.get()),
                       "MPI_Iallgather");
     count(detail::all_gather_bytes(send.size_bytes(), size()));
-    r.finish_ = [req]() mutable { detail_mpi::check(MPI_Wait(&req, MPI_STATUS_IGNORE), "MPI_Wait (all_gather)"); };
+    r.finish_ = std::move(finish);
     return r;
   }
   /// Broadcast `buffer` from `root`.
