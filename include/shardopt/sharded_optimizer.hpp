@@ -270,10 +270,10 @@ class ShardedOptimizer {
   ///
   /// Validates every group's options and checks that the ranks agree (parameters, shapes, dtypes,
   /// groups, options, gradient presence) before changing anything; on any problem every rank
-  /// throws the same error and nothing is changed. Then runs the Layout's strategy: the tensors
-  /// stepped in place in one fused update, then per element type bucket by bucket (at most
-  /// bucket_bytes() per collective): one collective before and (partitioned layouts) one after a
-  /// fused update of the bucket; with a Comm that can start collectives, two buckets in flight.
+  /// throws the same error and nothing is changed. Then runs the Layout's strategy, per element
+  /// type bucket by bucket (at most bucket_bytes() per collective): one collective before and
+  /// (partitioned layouts) one after a fused update of the bucket, with two buckets in flight when
+  /// the Comm can start collectives; last, the tensors stepped in place, in one fused update.
   ///
   /// On a device the work is enqueued on the execution space instance and step() returns without
   /// waiting for it (docs/gpu.md): fence the instance before reading parameters on the host.
@@ -327,8 +327,9 @@ class ShardedOptimizer {
   /// The largest bucket_bytes(): 2 GiB.
   static constexpr std::size_t max_bucket_bytes = std::size_t(1) << 31;
   /// @brief Sets the most bytes of gradients or parameters one collective of a step moves (at
-  /// least one element per rank): every layout moves them through one buffer of this size, bucket
-  /// by bucket, so that the memory the optimizer adds per rank is its state plus a few buckets,
+  /// least one element per rank): every layout moves them through buffers of this size (two when
+  /// the Comm can start collectives, as comm::Mpi can; one otherwise), bucket by bucket, so that
+  /// the memory the optimizer adds per rank is its state plus a few buckets,
   /// whatever the size of the model. Results are the same bits for every bucket size. Like the
   /// registration, the bucket size must be the same on every rank (step() checks it).
   /// @throws InvalidArgument for 0 or more than max_bucket_bytes.
