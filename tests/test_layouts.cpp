@@ -381,6 +381,19 @@ BOOST_AUTO_TEST_CASE(more_ranks_than_rows_and_single_elements) {
   BOOST_TEST(chunked.gathered_state<float>("a", "exp_avg") == single.local_state<float>("a", "exp_avg"), boost::test_tools::per_element());
 }
 
+// Steps k0 to k1 - 1 of `a` and `b`, with one rank's gradients in both `ta` and `tb`.
+template <class A, class B>
+void step_both(A& a, Tensors<float>& ta, B& b, Tensors<float>& tb, int k0, int k1) {
+  for (int k = k0; k < k1; ++k) {
+    for (std::size_t t = 0; t < shapes.size(); ++t) {
+      test::from_host(ta.grad[t], combined_gradient<float>(t, 1, k, so::Reduction::sum));
+      test::from_host(tb.grad[t], combined_gradient<float>(t, 1, k, so::Reduction::sum));
+    }
+    a.step();
+    b.step();
+  }
+}
+
 BOOST_AUTO_TEST_CASE(parameters_added_after_steps_carry_state_over) {
   Mpi comm = world();
   so::ShardedOptimizer<so::algo::AdamW, layout::FlatPartition, Mpi> flat(comm, {.lr = 0.05});
@@ -388,16 +401,7 @@ BOOST_AUTO_TEST_CASE(parameters_added_after_steps_carry_state_over) {
   Tensors<float> mine, ref;
   mine.register_in(flat, 0, 2);
   ref.register_in(single, 0, 2);
-  auto run = [&](int k0, int k1) {
-    for (int k = k0; k < k1; ++k) {
-      for (std::size_t t = 0; t < shapes.size(); ++t) {
-        test::from_host(mine.grad[t], combined_gradient<float>(t, 1, k, so::Reduction::sum));
-        test::from_host(ref.grad[t], combined_gradient<float>(t, 1, k, so::Reduction::sum));
-      }
-      flat.step();
-      single.step();
-    }
-  };
+  auto run = [&](int k0, int k1) { step_both(flat, mine, single, ref, k0, k1); };
   run(1, 4);
   mine.register_in(flat, 2, shapes.size());  // the partition moves: state must follow it
   ref.register_in(single, 2, shapes.size());
@@ -423,16 +427,7 @@ BOOST_AUTO_TEST_CASE(state_moves_a_window_at_a_time_when_the_partition_moves) {
   Tensors<float> mine, ref;
   mine.register_in(flat, 0, 3);
   ref.register_in(single, 0, 3);
-  auto run = [&](int k0, int k1) {
-    for (int k = k0; k < k1; ++k) {
-      for (std::size_t t = 0; t < shapes.size(); ++t) {
-        test::from_host(mine.grad[t], combined_gradient<float>(t, 1, k, so::Reduction::sum));
-        test::from_host(ref.grad[t], combined_gradient<float>(t, 1, k, so::Reduction::sum));
-      }
-      flat.step();
-      single.step();
-    }
-  };
+  auto run = [&](int k0, int k1) { step_both(flat, mine, single, ref, k0, k1); };
   run(1, 3);
   *comm.widest = {};
   mine.register_in(flat, 3, shapes.size());
