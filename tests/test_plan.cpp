@@ -1,8 +1,11 @@
 // The plan (detail/plan.hpp) is a pure function of shapes, layout, world size, rank and bucket
-// size: checked here for every rank of every world size from 1 to 64, in one process.
+// size: checked here for every rank of every world size from 1 to 64, in one process. Also the
+// engine's other pure parts: the lanes (detail/lanes.hpp) and the registry (detail/registry.hpp).
 #include <boost/test/unit_test.hpp>
 
+#include <shardopt/detail/lanes.hpp>
 #include <shardopt/detail/plan.hpp>
+#include <shardopt/detail/registry.hpp>
 #include <shardopt/layout/chunk.hpp>
 #include <shardopt/layout/data_parallel.hpp>
 #include <shardopt/layout/flat_partition.hpp>
@@ -155,6 +158,80 @@ BOOST_AUTO_TEST_CASE(a_packing_that_repeats_elements_is_rejected) {
   BOOST_CHECK_EXCEPTION(detail::make_plan<Twice>(one, 1, so::Strategy::partitioned, 2, 0, 64), so::Error, [](const so::Error& e) {
     return std::string(e.what()).find("overlap in the tensor") != std::string::npos;
   });
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(engine_parts)
+
+BOOST_AUTO_TEST_CASE(every_element_type_has_one_lane_its_name_and_file_code) {
+  std::vector<std::string> names, codes;
+  std::size_t bytes = 0;
+  for (std::size_t i = 0; i < detail::num_element_types; ++i) {
+    const auto d = static_cast<detail::Dtype>(i);
+    names.push_back(detail::dtype_name(d));
+    codes.push_back(detail::file_dtype(d));
+    BOOST_TEST((detail::dtype_of_file(codes.back()) == d));
+    detail::visit_dtype(d, [&](auto t) { bytes += sizeof(typename decltype(t)::type); });
+  }
+  BOOST_TEST(names == (std::vector<std::string>{"float32", "float64"}), boost::test_tools::per_element());
+  BOOST_TEST(codes == (std::vector<std::string>{"F32", "F64"}), boost::test_tools::per_element());
+  BOOST_TEST(bytes == 12u);
+  BOOST_TEST((detail::dtype_of<float>() == static_cast<detail::Dtype>(0) && detail::dtype_of<double>() == static_cast<detail::Dtype>(1)));
+  BOOST_TEST(!detail::dtype_of_file("I64").has_value());
+  static_assert(!detail::is_element_type<int> && detail::is_element_type<double>);
+  // One lane per element type, visited in order.
+  std::tuple<std::vector<float>, std::vector<double>> lanes;
+  static_assert(std::is_same_v<detail::lanes_of<std::vector>, decltype(lanes)>);
+  std::string order;
+  detail::for_each_lane(lanes, [&](auto& lane) { order += std::to_string(sizeof(typename std::decay_t<decltype(lane)>::value_type)); });
+  BOOST_TEST(order == "48");
+}
+
+BOOST_AUTO_TEST_CASE(a_shard_run_maps_to_its_rows_of_the_global_tensor) {
+  // A [4, 6] tensor; this rank's shard is rows 1-2, columns 2-4: three elements per row.
+  detail::Param<1> p;
+  p.shape = {4, 6};
+  p.shards = {so::ShardMetadata{{1, 2}, {2, 3}, 0}};
+  p.pieces.push_back(detail::Piece{nullptr, nullptr, 6, p.shards[0]});
+  const detail::StateRun local{0, false, 0, 0, 0, 6, 10};
+  const auto segs = detail::global_segments(p, local);
+  BOOST_TEST_REQUIRE(segs.size() == 2u);
+  BOOST_TEST((segs[0] == std::array<std::int64_t, 3>{1 * 6 + 2, 0, 3}));
+  BOOST_TEST((segs[1] == std::array<std::int64_t, 3>{2 * 6 + 2, 3, 3}));
+  // A packed run of a whole tensor is its flat range; a whole tensor's local run starts at 0.
+  detail::Param<1> whole;
+  whole.shape = {24};
+  BOOST_TEST((detail::global_segments(whole, detail::StateRun{0, true, 0, 5, 0, 7, 0})[0] == std::array<std::int64_t, 3>{5, 0, 7}));
+  BOOST_TEST((detail::global_segments(whole, detail::StateRun{0, false, 0, 0, 0, 24, 0})[0] == std::array<std::int64_t, 3>{0, 0, 24}));
+}
+
+BOOST_AUTO_TEST_CASE(the_memory_map_rejects_any_overlap_and_names_the_other_tensor) {
+  std::vector<float> buffer(64);
+  auto param = [&](std::size_t value_at, std::size_t grad_at, std::size_t n) {
+    detail::Param<1> p;
+    p.dtype = detail::dtype_of<float>();
+    p.pieces.push_back(detail::Piece{buffer.data() + value_at, buffer.data() + grad_at, n, {}});
+    return p;
+  };
+  detail::MemoryMap map;
+  auto name_of = [](std::size_t i) { return i == 0 ? std::string("w") : std::string(); };
+  const auto first = detail::memory_ranges(param(0, 8, 8), 0);
+  map.check(first, "add_param('w'): ", name_of);
+  map.insert(first);
+  map.check(detail::memory_ranges(param(16, 24, 8), 1), "", name_of);  // adjacent ranges are fine
+  auto message = [&](std::size_t v, std::size_t g, std::size_t n) {
+    try {
+      map.check(detail::memory_ranges(param(v, g, n), 1), "add_param('b'): ", name_of);
+    } catch (const so::InvalidArgument& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  BOOST_TEST(message(4, 32, 4).find("the memory of the parameter overlaps the parameter of 'w': tied") != std::string::npos);
+  BOOST_TEST(message(32, 15, 2).find("the memory of its gradient overlaps the gradient of 'w'") != std::string::npos);
+  BOOST_TEST(message(40, 42, 4).find("overlaps the parameter itself") != std::string::npos);  // its own gradient
+  BOOST_TEST(message(16, 24, 8).empty());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,170 @@
+#pragma once
+/// @file
+/// @brief ShardedOptimizer: the step engine: per lane, the bucket pipeline (pack, reduce, fused update,
+/// all-gather, unpack) and the runs stepped in place.
+/// Part of shardopt/sharded_optimizer.hpp, which declares these members and includes this file.
+
+#include <shardopt/sharded_optimizer.hpp>
+
+namespace shardopt {
+
+// step() after a closure (whose failure, if any, is `err`, and `thrown` on this rank).
+template <class Algo, class Layout, class Comm, class ExecSpace>
+void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_after(detail::LocalError err, std::exception_ptr thrown) {
+  if (!err) {
+    try {
+      validate_groups();
+      check_absent_gradients();
+    } catch (const InvalidArgument& e) {
+      err = {detail::LocalError::invalid_argument, e.what()};
+    } catch (const std::exception& e) {
+      err = {detail::LocalError::other, e.what()};
+    }
+  }
+  try {
+    agree(detail::Op::step, err);
+  } catch (...) {
+    if (thrown) std::rethrow_exception(thrown);  // this rank's own exception, as it was
+    throw;
+  }
+  replan_if_needed();
+  detail::for_each_lane(lanes_, [&](auto& lane) { step_lane(lane); });
+  for (auto& p : params_)
+    if (p.grad_present) ++p.step;
+}
+
+// One step of the element type T: each bucket in turn (pack, reduce, update, and under a
+// partitioned strategy the all-gather and unpack), then the runs stepped in place in one launch.
+template <class Algo, class Layout, class Comm, class ExecSpace>
+template <class T>
+void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_lane(Lane<T>& plan) {
+  init_state(plan);
+  // The scalars of each (group, step) pair, computed once: parameters usually share both.
+  std::vector<Scalars<T>> scalars;
+  std::map<std::pair<std::size_t, std::int64_t>, unsigned> scalar_index;
+  std::pair<std::size_t, std::int64_t> last_key{SIZE_MAX, -1};
+  unsigned last = 0;
+  auto segment = [&](const Param& prm, std::int64_t state_offset, std::size_t length) {
+    detail::Segment<T, num_slots> s{};
+    s.size = length;
+    const std::pair<std::size_t, std::int64_t> key{prm.group, prm.step};
+    if (key != last_key) {
+      auto [it, added] = scalar_index.try_emplace(key, static_cast<unsigned>(scalars.size()));
+      if (added) scalars.push_back(Algo::template prepare<T>(groups_[prm.group].options, prm.step + 1));
+      last = it->second;
+      last_key = key;
+    }
+    s.scalars = last;
+    s.grad_divisor = T(1);
+    for (std::size_t k = 0; k < num_slots; ++k) s.slot[k] = plan.state[k].size() ? plan.state[k].data() + state_offset : nullptr;
+    return s;
+  };
+  std::vector<detail::Segment<T, num_slots>> segs;
+  for (const auto& r : plan.layout.state_runs) {
+    const auto& prm = params_[r.param];
+    if (r.packed || !prm.grad_present) continue;
+    auto s = segment(prm, r.state_offset, static_cast<std::size_t>(r.length));
+    s.param = static_cast<T*>(prm.pieces[r.piece].value);
+    s.grad = static_cast<const T*>(prm.pieces[r.piece].grad);
+    segs.push_back(s);
+  }
+  // This rank's scalars are all known before the first launch (the packed parameters' are added
+  // here, in state order), so every launch gets the same table.
+  for (const auto& r : plan.layout.state_runs)
+    if (r.packed && params_[r.param].grad_present) segment(params_[r.param], 0, 0);
+  std::vector<detail::Segment<T, num_slots>> local = std::move(segs);
+  segs.clear();
+  const int p = comm_.size(), me = comm_.rank();
+  const bool parted = strategy() == Strategy::partitioned;
+  const T divisor = Layout::reduction == Reduction::mean ? static_cast<T>(p) : T(1);
+  const std::size_t nb = plan.layout.buckets.size();
+  auto buffer = [&](std::size_t b) { return plan.bucket[b % plan.depth].data(); };
+  auto reduced = [&](std::size_t b) { return parted ? plan.reduced[b % plan.depth].data() : buffer(b); };
+  auto width = [&](std::size_t b) { return static_cast<std::size_t>(plan.layout.buckets[b].width); };
+  // Steps this rank's elements of bucket b once it is reduced, writing them also into this rank's
+  // window of the buffer for the all-gather (with the parameters of absent gradients).
+  auto update = [&](std::size_t b) {
+    T* mine = parted ? buffer(b) + me * width(b) : nullptr;
+    using Run = typename detail::CopyTable<T, execution_space, memory_space>::Run;
+    std::vector<Run> absent;  // not stepped, but the all-gather still carries this rank's part of it
+    for (const auto& u : plan.layout.buckets[b].update) {
+      const auto& prm = params_[u.param];
+      T* value = static_cast<T*>(prm.pieces[0].value) + u.src;
+      if (!prm.grad_present) {
+        if (parted) absent.push_back({mine + u.at, value, static_cast<std::size_t>(u.length)});
+        continue;
+      }
+      auto s = segment(prm, u.state_offset, static_cast<std::size_t>(u.length));
+      s.param = value;
+      s.grad = reduced(b) + u.at;
+      s.grad_divisor = divisor;
+      s.mirror = parted ? mine + u.at : nullptr;
+      segs.push_back(s);
+    }
+    detail::fused_update<Algo>(exec_, std::move(segs), std::vector<Scalars<T>>(scalars), plan.tables[b].workspace);
+    segs.clear();
+    if (!parted) return;
+    plan.tables[b].absent.assign(exec_, std::move(absent));
+    detail::copy_runs(exec_, plan.tables[b].absent);
+  };
+  // The runs stepped in place, after the buckets: a collective that fails leaves them unchanged.
+  auto step_local = [&](std::vector<detail::Segment<T, num_slots>>& l) {
+    detail::fused_update<Algo>(exec_, std::move(l), std::vector<Scalars<T>>(scalars), plan.local);
+  };
+  auto reduce_span = [&](std::size_t b) { return std::span<T>(buffer(b), width(b) * (parted ? p : 1)); };
+  auto gather_spans = [&](std::size_t b) {
+    return std::pair{std::span<const T>(buffer(b) + me * width(b), width(b)), std::span<T>(buffer(b), width(b) * p)};
+  };
+  if constexpr (can_start) {
+    // Pipelined: bucket b + 1 is packed and its reduction started before bucket b is stepped,
+    // and bucket b's all-gather runs while bucket b + 1 is reduced and stepped (two buffers).
+    using Request = decltype(comm_.start_all_gather(std::span<const T>(), std::span<T>()));
+    std::array<Request, 2> reducing, gathering;
+    auto start = [&](std::size_t b) {
+      detail::copy_runs(exec_, plan.tables[b].pack);
+      before_collective();
+      if (parted)
+        reducing[b % 2] = comm_.start_reduce_scatter(std::span<const T>(reduce_span(b)), std::span<T>(reduced(b), width(b)), ReduceOp::sum);
+      else
+        reducing[b % 2] = comm_.start_all_reduce(reduce_span(b), ReduceOp::sum);
+    };
+    auto finish = [&](std::size_t b) {
+      if (!parted) return;
+      gathering[b % 2].wait();
+      detail::copy_runs(exec_, plan.tables[b].unpack);
+    };
+    if (nb > 0) start(0);
+    for (std::size_t b = 0; b < nb; ++b) {
+      if (b + 1 < nb) {
+        if (b >= 1) finish(b - 1);  // frees the buffer bucket b + 1 packs into
+        start(b + 1);
+      }
+      reducing[b % 2].wait();
+      update(b);
+      if (!parted) continue;
+      before_collective();
+      const auto [send, recv] = gather_spans(b);
+      gathering[b % 2] = comm_.start_all_gather(send, recv);
+    }
+    if (nb >= 2) finish(nb - 2);
+    if (nb >= 1) finish(nb - 1);
+    step_local(local);
+  } else {
+    // One bucket at a time, with the Comm's blocking collectives.
+    for (std::size_t b = 0; b < nb; ++b) {
+      detail::copy_runs(exec_, plan.tables[b].pack);
+      before_collective();
+      if (parted) comm_.reduce_scatter(std::span<const T>(reduce_span(b)), std::span<T>(reduced(b), width(b)), ReduceOp::sum);
+      else comm_.all_reduce(reduce_span(b), ReduceOp::sum);
+      update(b);
+      if (!parted) continue;
+      before_collective();
+      const auto [send, recv] = gather_spans(b);
+      comm_.all_gather(send, recv);
+      detail::copy_runs(exec_, plan.tables[b].unpack);
+    }
+    step_local(local);
+  }
+}
+
+}  // namespace shardopt
