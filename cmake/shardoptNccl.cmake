@@ -33,6 +33,8 @@ function(shardopt_find_nccl found mode)
       IMPORTED_LOCATION "${SHARDOPT_NCCL_LIBRARY}"
       INTERFACE_INCLUDE_DIRECTORIES "${SHARDOPT_NCCL_INCLUDE_DIR}")
   endif()
-  message(STATUS "shardopt: comm::Nccl with ${SHARDOPT_NCCL_LIBRARY}")
+  if(NOT shardopt_FIND_QUIETLY)   # set by find_package(shardopt ... QUIET) around shardoptConfig.cmake
+    message(STATUS "shardopt: comm::Nccl with ${SHARDOPT_NCCL_LIBRARY}")
+  endif()
   set(${found} ON PARENT_SCOPE)
 endfunction()

@@ -1,6 +1,6 @@
 #pragma once
 /// @file
-/// @brief The umbrella header: the core, every bundled policy and ScopeGuard.
+/// @brief The umbrella header: the core, every bundled policy, ScopeGuard and the version macros.
 ///
 /// @code
 /// #include <shardopt/shardopt.hpp>
@@ -17,6 +17,7 @@
 #include <shardopt/scope_guard.hpp>
 #include <shardopt/sharded_optimizer.hpp>
 #include <shardopt/sharded_tensor.hpp>
+#include <shardopt/version.hpp>
 
 #include <shardopt/algo/adagrad.hpp>
 #include <shardopt/algo/adam.hpp>

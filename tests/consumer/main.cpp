@@ -3,14 +3,24 @@
 // the kit's assertions. ctest runs it at 1 and 3 ranks.
 #define BOOST_TEST_MODULE shardopt_consumer
 #include <shardopt/testing.hpp>
+#include <shardopt/version.hpp>
 
 #include "adamax.hpp"
 
 #include <cmath>
 #include <cstdint>
+#include <string_view>
 #include <type_traits>
 
 SHARDOPT_TESTING_GLOBAL_FIXTURE();  // MPI and Kokkos, once for the whole executable
+
+// The headers are those of the package find_package found (CMakeLists.txt passes its version).
+static_assert(SHARDOPT_VERSION_MAJOR == FOUND_SHARDOPT_VERSION_MAJOR && SHARDOPT_VERSION_MINOR == FOUND_SHARDOPT_VERSION_MINOR &&
+                  SHARDOPT_VERSION_PATCH == FOUND_SHARDOPT_VERSION_PATCH,
+              "<shardopt/version.hpp> is not the version of the shardopt package found");
+static_assert(SHARDOPT_VERSION ==
+              FOUND_SHARDOPT_VERSION_MAJOR * 10000 + FOUND_SHARDOPT_VERSION_MINOR * 100 + FOUND_SHARDOPT_VERSION_PATCH);
+static_assert(std::string_view(SHARDOPT_VERSION_STRING) == FOUND_SHARDOPT_VERSION);
 
 // Adamax for one element, as torch.optim.Adamax computes it (T is float or double).
 inline const auto adamax_reference = [](const Adamax::Options& o, std::int64_t step, auto& p, auto grad, auto state) {
