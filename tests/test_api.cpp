@@ -321,6 +321,45 @@ BOOST_AUTO_TEST_CASE(written_but_absent_gradient_is_an_error_and_changes_nothing
   BOOST_TEST(opt.state_bytes() == 2 * 4 * sizeof(double));
 }
 
+// Counts the kernels launched while it lives (Kokkos Tools begin_parallel_for callback).
+struct LaunchCounter {
+  static inline int launches = 0;
+  static void begin(const char*, std::uint32_t, std::uint64_t*) { ++launches; }
+  Kokkos::Tools::Experimental::EventSet prev = Kokkos::Tools::Experimental::get_callbacks();
+  LaunchCounter() {
+    launches = 0;
+    Kokkos::Tools::Experimental::set_begin_parallel_for_callback(&LaunchCounter::begin);
+  }
+  ~LaunchCounter() { Kokkos::Tools::Experimental::set_callbacks(prev); }
+};
+
+BOOST_AUTO_TEST_CASE(zero_grad_is_one_launch_per_element_type_however_many_tensors) {
+  SerialOpt<so::algo::SGD> opt(Serial{}, {.lr = 0.1});
+  std::vector<Kokkos::View<float*>> fp, fg;
+  std::vector<Kokkos::View<double*>> dp, dg;
+  for (int i = 0; i < 50; ++i) {
+    fp.push_back(filled<float>("p", 3, 1.0, 0.0)), fg.push_back(filled<float>("g", 3, 7.0, 0.0));
+    dp.push_back(filled<double>("p", 2, 1.0, 0.0)), dg.push_back(filled<double>("g", 2, 5.0, 0.0));
+    opt.add_param("f" + std::to_string(i), fp.back(), fg.back());
+    opt.add_param("d" + std::to_string(i), dp.back(), dg.back());
+  }
+  {
+    LaunchCounter count;
+    opt.zero_grad(false);
+    BOOST_TEST(LaunchCounter::launches == 2);
+  }
+  for (int i = 0; i < 50; ++i) {
+    BOOST_TEST(test::to_host<float>(fg[i]) == std::vector<float>(3, 0.0f));
+    BOOST_TEST(test::to_host<double>(dg[i]) == std::vector<double>(2, 0.0));
+  }
+  // A parameter added later is zeroed too.
+  auto late = filled<float>("p", 4, 1.0, 0.0), late_g = filled<float>("g", 4, 3.0, 0.0);
+  opt.add_param("late", late, late_g);
+  opt.zero_grad();
+  BOOST_TEST(test::to_host<float>(late_g) == std::vector<float>(4, 0.0f));
+  BOOST_TEST(!opt.has_grad("late"));
+}
+
 BOOST_AUTO_TEST_CASE(zero_grad_false_keeps_gradients_present) {
   SerialOpt<so::algo::SGD> opt(Serial{}, {.lr = 1.0});
   auto p = filled<float>("p", 3, 1.0, 0.0), g = filled<float>("g", 3, 7.0, 0.0);

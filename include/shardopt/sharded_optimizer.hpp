@@ -393,6 +393,8 @@ class ShardedOptimizer {
     typename detail::fused_workspace_for<valid_, Algo, T, num_slots, execution_space, memory_space>::type local;  // runs in place
     std::array<Kokkos::View<T*, memory_space>, num_slots> state;
     std::array<Kokkos::View<T*, memory_space>, num_slots> loading;  // commit_loaded's new state, until every lane has it
+    detail::CopyTable<T, execution_space, memory_space> zero;     // every gradient of this type, zero-filled by zero_grad
+    std::size_t zero_of = SIZE_MAX;                                // the number of parameters `zero` was built for
   };
   template <class T>
   Lane<T>& lane() noexcept {
@@ -458,20 +460,19 @@ class ShardedOptimizer {
   std::vector<std::array<std::int64_t, 3>> segments(std::size_t i, const StateRun& r) const {
     return detail::global_segments(params_[i], r);
   }
-  // Copies between memory_space and the host, and within memory_space (Kokkos 3.4 cannot copy
-  // from const views into or out of some memory spaces: sources are non-const views).
+  // Copies between memory_space and the host, and within memory_space (detail/fused_update.hpp).
   template <class T>
   void copy_to_host(const T* device, std::vector<T>& host) const {
-    Kokkos::deep_copy(Kokkos::View<T*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(host.data(), host.size()),
-                      Kokkos::View<T*, memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(const_cast<T*>(device), host.size()));
+    detail::copy_n<Kokkos::HostSpace, memory_space>(host.data(), device, host.size());
   }
   template <class T>
   void copy_from_host(T* device, const std::vector<T>& host) const {
-    Kokkos::deep_copy(Kokkos::View<T*, memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(device, host.size()),
-                      Kokkos::View<T*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(const_cast<T*>(host.data()), host.size()));
+    detail::copy_n<memory_space, Kokkos::HostSpace>(device, host.data(), host.size());
   }
   template <class T>
-  void copy_in_space(T* dst, const T* src, std::size_t n) const;
+  void copy_in_space(T* dst, const T* src, std::size_t n) const {
+    detail::copy_n<memory_space, memory_space>(dst, src, n);
+  }
 
   // ---- the step (detail/optimizer/step.hpp) ---------------------------------------------------------
 

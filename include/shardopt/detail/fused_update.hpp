@@ -224,7 +224,8 @@ void fused_update(const ExecSpace& exec, std::vector<Segment<T, N>>&& segments, 
   }
 }
 
-// Copies of contiguous runs (dst[i] = src[i]), fixed when the plan is built and uploaded once.
+// Copies of contiguous runs (dst[i] = src[i]; dst[i] = 0 for a run without src), fixed when the
+// plan is built and uploaded once.
 template <class T, class ExecSpace, class MemorySpace>
 struct CopyTable {
   struct Run {
@@ -244,7 +245,7 @@ struct CopyTable {
   bool empty() const noexcept { return blocks.size() == 0; }
 };
 
-// Runs every copy of `table` in one launch, stream-ordered on `exec`.
+// Runs every copy (or zero-fill) of `table` in one launch, stream-ordered on `exec`.
 template <class T, class ExecSpace, class MemorySpace>
 void copy_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace>& table) {
   if (table.empty()) return;
@@ -258,7 +259,10 @@ void copy_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace>
           const Run r = runs[b.segment];
           T* SHARDOPT_RESTRICT dst = r.dst;
           const T* SHARDOPT_RESTRICT src = r.src;
-          for (std::size_t j = b.begin; j < b.end; ++j) dst[j] = src[j];
+          if (src == nullptr)
+            for (std::size_t j = b.begin; j < b.end; ++j) dst[j] = T(0);
+          else
+            for (std::size_t j = b.begin; j < b.end; ++j) dst[j] = src[j];
         });
     exec.fence();  // host backends run synchronously: free
   } else {
@@ -268,7 +272,7 @@ void copy_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace>
         KOKKOS_LAMBDA(const typename Policy::member_type& team) {
           const Block b = blks[team.league_rank()];
           const Run r = runs[b.segment];
-          Kokkos::parallel_for(Kokkos::TeamThreadRange(team, b.begin, b.end), [&](const std::size_t j) { r.dst[j] = r.src[j]; });
+          Kokkos::parallel_for(Kokkos::TeamThreadRange(team, b.begin, b.end), [&](const std::size_t j) { r.dst[j] = r.src ? r.src[j] : T(0); });
         });
   }
 }
@@ -286,6 +290,15 @@ bool any_nonzero(const ExecSpace& exec, const T* grad, std::size_t n) {
       found);
   exec.fence();
   return found != 0;
+}
+
+// dst[0, n) = src[0, n), dst in memory space To, src in From (through unmanaged views: Kokkos 3.4
+// cannot copy from const views into or out of some memory spaces, so the source view is non-const).
+template <class To, class From, class T>
+void copy_n(T* dst, const T* src, std::size_t n) {
+  if (n == 0) return;
+  using Unmanaged = Kokkos::MemoryTraits<Kokkos::Unmanaged>;
+  Kokkos::deep_copy(Kokkos::View<T*, To, Unmanaged>(dst, n), Kokkos::View<T*, From, Unmanaged>(const_cast<T*>(src), n));
 }
 
 template <class T, class ExecSpace>

@@ -116,15 +116,6 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::carry_state(const Lane<T>&
     throw Error("ShardedOptimizer: internal error: " + std::to_string(lost) + " elements of state found no previous owner");
 }
 
-// dst[0, n) = src[0, n), both in memory_space.
-template <class Algo, class Layout, class Comm, class ExecSpace>
-template <class T>
-void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::copy_in_space(T* dst, const T* src, std::size_t n) const {
-  if (n == 0) return;
-  using U = Kokkos::View<T*, memory_space, Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
-  Kokkos::deep_copy(U(dst, n), U(const_cast<T*>(src), n));
-}
-
 // The plan of T (detail::make_plan) and its buckets' buffers and tables; no state.
 template <class Algo, class Layout, class Comm, class ExecSpace>
 template <class T>

@@ -20,7 +20,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::add_param(const std::strin
   static_assert(std::is_same_v<typename PView::value_type, T> && std::is_same_v<typename GView::value_type, T>,
                 "ShardedOptimizer::add_param: the parameter and its gradient must be non-const views of the same "
                 "element type.");
-  static_assert(PView::rank >= 1 && PView::rank <= 4 && GView::rank == PView::rank,
+  static_assert(PView::rank >= 1 && PView::rank <= 4 && std::size_t(GView::rank) == std::size_t(PView::rank),
                 "ShardedOptimizer::add_param: the parameter and its gradient must be views of the same rank, 1 to 4.");
   static_assert(std::is_same_v<typename PView::array_layout, typename GView::array_layout>,
                 "ShardedOptimizer::add_param: the parameter and its gradient must have the same array layout.");
@@ -98,13 +98,21 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::add_param(const std::strin
 template <class Algo, class Layout, class Comm, class ExecSpace>
 void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::zero_grad(bool set_to_none) {
   require_live("zero_grad");
-  for (auto& p : params_) {
-    detail::visit_dtype(p.dtype, [&](auto t) {
-      using T = typename decltype(t)::type;
-      for (auto& pc : p.pieces) detail::fill(exec_, static_cast<T*>(pc.grad), pc.numel, T(0));
-    });
-    p.grad_present = !set_to_none;
-  }
+  // One launch per element type, however many tensors: each lane's table of every gradient, built
+  // again when parameters were added (registration only appends).
+  detail::for_each_lane(lanes_, [&](auto& lane) {
+    using T = typename std::decay_t<decltype(lane)>::value_type;
+    if (lane.zero_of != params_.size()) {
+      std::vector<typename detail::CopyTable<T, execution_space, memory_space>::Run> runs;
+      for (const auto& p : params_)
+        if (p.dtype == detail::dtype_of<T>())
+          for (const auto& pc : p.pieces) runs.push_back({static_cast<T*>(pc.grad), nullptr, pc.numel});
+      lane.zero.assign(exec_, std::move(runs));
+      lane.zero_of = params_.size();
+    }
+    detail::copy_runs(exec_, lane.zero);
+  });
+  for (auto& p : params_) p.grad_present = !set_to_none;
   exec_.fence();
 }
 
