@@ -124,13 +124,7 @@ class Mpi {
   /// (`send.size() == size() * recv.size()`), combined in rank order as all_reduce does.
   template <class T>
   void reduce_scatter(std::span<const T> send, std::span<T> recv, ReduceOp op) {
-    if (send.size() != recv.size() * static_cast<std::size_t>(size()))
-      throw InvalidArgument("comm::Mpi::reduce_scatter: send has " + std::to_string(send.size()) +
-                            " elements, expected size() * recv.size() = " + std::to_string(recv.size() * size()));
-    if (size() == 1) {
-      if (send.data() != recv.data()) std::copy(send.begin(), send.end(), recv.begin());
-      return;
-    }
+    if (done_locally("reduce_scatter", send, recv, true)) return;
     Ordered o{*this};
     detail::ordered_reduce_scatter(o, send.data(), recv.data(), recv.size(), op);
     count(detail::reduce_scatter_bytes(recv.size_bytes(), size()));
@@ -139,13 +133,7 @@ class Mpi {
   /// `send` may be this rank's own part of `recv` (in place).
   template <class T>
   void all_gather(std::span<const T> send, std::span<T> recv) {
-    if (recv.size() != send.size() * static_cast<std::size_t>(size()))
-      throw InvalidArgument("comm::Mpi::all_gather: recv has " + std::to_string(recv.size()) +
-                            " elements, expected size() * send.size() = " + std::to_string(send.size() * size()));
-    if (size() == 1) {
-      if (send.data() != recv.data()) std::copy(send.begin(), send.end(), recv.begin());
-      return;
-    }
+    if (done_locally("all_gather", send, recv, false)) return;
     const bool in_place = send.data() == recv.data() + send.size() * rank();
     const int n = detail_mpi::to_int(send.size(), "all_gather");
     detail_mpi::check(MPI_Allgather(in_place ? MPI_IN_PLACE : send.data(), n, detail_mpi::datatype<T>(), recv.data(), n,
@@ -244,15 +232,8 @@ class Mpi {
   /// @brief reduce_scatter(), started (MPI_Ialltoall); wait() combines in rank order into `recv`.
   template <class T>
   Request start_reduce_scatter(std::span<const T> send, std::span<T> recv, ReduceOp op) {
-    if (send.size() != recv.size() * static_cast<std::size_t>(size()))
-      throw InvalidArgument("comm::Mpi::start_reduce_scatter: send has " + std::to_string(send.size()) +
-                            " elements, expected size() * recv.size() = " + std::to_string(recv.size() * size()));
     Request r;
-    if (size() == 1) {
-      if (send.data() != recv.data()) std::copy(send.begin(), send.end(), recv.begin());
-      return r;
-    }
-    if (recv.empty()) return r;
+    if (done_locally("start_reduce_scatter", send, recv, true) || recv.empty()) return r;
     const std::size_t p = static_cast<std::size_t>(size());
     auto scratch = take_scratch(send.size() * sizeof(T));
     T* parts = reinterpret_cast<T*>(scratch->data());
@@ -271,15 +252,8 @@ class Mpi {
   /// @brief all_gather(), started (MPI_Iallgather); in place when `send` is this rank's part of `recv`.
   template <class T>
   Request start_all_gather(std::span<const T> send, std::span<T> recv) {
-    if (recv.size() != send.size() * static_cast<std::size_t>(size()))
-      throw InvalidArgument("comm::Mpi::start_all_gather: recv has " + std::to_string(recv.size()) +
-                            " elements, expected size() * send.size() = " + std::to_string(send.size() * size()));
     Request r;
-    if (size() == 1) {
-      if (send.data() != recv.data()) std::copy(send.begin(), send.end(), recv.begin());
-      return r;
-    }
-    if (send.empty()) return r;
+    if (done_locally("start_all_gather", send, recv, false) || send.empty()) return r;
     const bool in_place = send.data() == recv.data() + send.size() * rank();
     const int n = detail_mpi::to_int(send.size(), "all_gather");
     auto req = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
@@ -426,6 +400,19 @@ class Mpi {
   const CommStats& stats() const noexcept { return state_->stats; }
 
  private:
+  // The size check of a reduce-scatter (`send` the whole: size() * recv.size() elements) or an
+  // all-gather (`recv` the whole); on one rank the copy of send into recv, and true: nothing to send.
+  template <class T>
+  bool done_locally(const char* call, std::span<const T> send, std::span<T> recv, bool send_is_whole) const {
+    const std::size_t whole = send_is_whole ? send.size() : recv.size(), part = send_is_whole ? recv.size() : send.size();
+    if (whole != part * static_cast<std::size_t>(size()))
+      throw InvalidArgument(std::string("comm::Mpi::") + call + ": " + (send_is_whole ? "send" : "recv") + " has " +
+                            std::to_string(whole) + " elements, expected size() * " + (send_is_whole ? "recv" : "send") +
+                            ".size() = " + std::to_string(part * size()));
+    if (size() != 1) return false;
+    if (send.data() != recv.data()) std::copy(send.begin(), send.end(), recv.begin());
+    return true;
+  }
   struct State {
     MPI_Comm comm = MPI_COMM_NULL;
     MPI_Comm arrivals = MPI_COMM_NULL;  // arrive()'s messages, apart from the collectives
