@@ -105,12 +105,14 @@ struct Adam {
       if (s.decoupled) p = p * s.decay;
       else g = g + s.weight_decay * p;
     }
-    T& m = st[0];
-    T& v = st[1];
-    m = math::lerp(m, g, s.one_minus_beta1);
-    v = v * s.beta2 + (s.one_minus_beta2 * g) * g;
-    T second = v;
-    if (s.amsgrad) second = st[2] = math::maximum(st[2], v);
+    // Every state load before the first state store: the slots are not restrict, so otherwise the
+    // compiler must load v after storing m and load m again after storing v (the same arithmetic).
+    const T m = math::lerp(T(st[0]), g, s.one_minus_beta1);
+    const T v = T(st[1]) * s.beta2 + (s.one_minus_beta2 * g) * g;
+    const T second = s.amsgrad ? math::maximum(T(st[2]), v) : v;
+    st[0] = m;
+    st[1] = v;
+    if (s.amsgrad) st[2] = second;
     const T denom = math::sqrt(second) / s.bias_correction2_sqrt + s.eps;
     p = p + (s.neg_step_size * m) / denom;
   }

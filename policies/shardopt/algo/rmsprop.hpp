@@ -99,20 +99,17 @@ struct RMSprop {
   KOKKOS_FORCEINLINE_FUNCTION static void update(const S& s, T& p, T g, StateSlots<T, 3> st) {
     if (s.maximize) g = -g;
     if (s.has_weight_decay) g = g + s.weight_decay * p;
-    T& square_avg = st[0];
-    square_avg = square_avg * s.alpha + (s.one_minus_alpha * g) * g;
-    T avg;
-    if (s.centered) {
-      T& grad_avg = st[2];
-      grad_avg = math::lerp(grad_avg, g, s.one_minus_alpha);
-      avg = math::sqrt(square_avg + (T(-1) * grad_avg) * grad_avg);
-    } else {
-      avg = math::sqrt(square_avg);
-    }
+    // Every state load before the first state store (the slots are not restrict: see Adam::update).
+    const T square_avg = T(st[0]) * s.alpha + (s.one_minus_alpha * g) * g;
+    const T grad_avg = s.centered ? math::lerp(T(st[2]), g, s.one_minus_alpha) : T(0);
+    const T buf0 = s.use_momentum ? T(st[1]) : T(0);
+    st[0] = square_avg;
+    if (s.centered) st[2] = grad_avg;
+    T avg = s.centered ? math::sqrt(square_avg + (T(-1) * grad_avg) * grad_avg) : math::sqrt(square_avg);
     avg = avg + s.eps;
     if (s.use_momentum) {
-      T& buf = st[1];
-      buf = buf * s.momentum + (T(1) * g) / avg;
+      const T buf = buf0 * s.momentum + (T(1) * g) / avg;
+      st[1] = buf;
       p = p + s.neg_lr * buf;
     } else {
       p = p + (s.neg_lr * g) / avg;
