@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // The distributed step: FlatPartition (reduce-scatter, update 1/P, all-gather) against the
 // data-parallel baseline (all-reduce, update everything), Adam, float32, run under mpirun:
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // What the optimizer adds to each rank's peak resident memory, next to its state, and how long a
 // step takes; run under mpirun, one layout per process (the peak of a process only grows):
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // Single-process step throughput: shardopt's fused step against a bandwidth ceiling measured in the
 // same run by a STREAM-like kernel that moves the same bytes per element.
 //

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Runs bench_step and PyTorch's optimizers on the same work in one run and prints the ratios.
 
 Usage: python3 bench/compare.py --bench build/bench/bench_step [--quick] [--sizes large,many,packed,cache]

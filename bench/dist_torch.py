@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """PyTorch's distributed optimizer step on the work of bench_dist, for comparison in one run.
 
 P processes (torch.multiprocessing, gloo backend, one thread each) hold 16 float32 tensors of

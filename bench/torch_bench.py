@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """PyTorch's own CPU optimizers on the work of bench_step, one thread, best of N.
 
 For SGD (momentum 0.9), Adagrad, Adam and AdamW in float32 and float64, on

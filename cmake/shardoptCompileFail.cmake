@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # shardoptCompileFail.cmake -- ctest driver of the compile-fail tests.
 #
 #   cmake -DBUILD_DIR=<dir> -DTARGET=<target> -DEXPECT_FILE=<file> [-DCONFIG=<cfg>]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # shardoptDeviceCompile.cmake -- ctest driver of device.compile.
 #
 #   cmake -DNVCC=<nvcc> -DHOST_CXX=<c++> -DKOKKOS_INCLUDE=<dir> -DSOURCE=<file> -DOUTPUT=<file.o>

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # shardoptDoxygen.cmake -- ctest driver of the documentation test.
 #
 #   cmake -DDOXYGEN=<exe> -DSOURCE_DIR=<repo> -DOUTPUT_DIR=<dir> -P shardoptDoxygen.cmake

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # shardoptKokkos.cmake -- provide a usable Kokkos target named `shardopt::kokkos`.
 #
 # Include this file after `find_package(Kokkos)`.  It is used both by the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # shardoptMpi.cmake -- provide the MPI target shardopt links, `shardopt::mpi`.
 #
 # Include this file after `find_package(MPI COMPONENTS CXX)`. It is used both by the shardopt build

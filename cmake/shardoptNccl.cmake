@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # shardoptNccl.cmake -- finds the CUDA runtime and NCCL (used by the build and by shardoptConfig.cmake).
 #
 #   shardopt_find_nccl(<found-var> <mode>)   mode: ON (required), OFF, AUTO

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # shardoptTesting.cmake -- helpers shared by tests/ and examples/ (build tree only,
 # not installed).
 

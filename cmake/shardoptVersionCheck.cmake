@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # shardoptVersionCheck.cmake -- the version of project(shardopt VERSION ...) is stated in two more files:
 #
 #   include/shardopt/version.hpp   SHARDOPT_VERSION_MAJOR/MINOR/PATCH and SHARDOPT_VERSION_STRING

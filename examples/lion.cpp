@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // A user-written algorithm (examples/lion.hpp, under 40 lines) composed with every bundled layout
 // and communicator: each combination minimizes the same quadratic and reports its loss.
 #include <shardopt/shardopt.hpp>

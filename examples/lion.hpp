@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // A user-defined algorithm: Lion (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms").
 // Everything ShardedOptimizer needs of an Algo; it then works with every layout and communicator.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // Quickstart: compose an optimizer, register plain and sharded parameters, step.
 // Runs on one process or under mpirun (e.g. mpirun -np 3 ./quickstart).
 #include <shardopt/shardopt.hpp>

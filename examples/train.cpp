@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // Trains a small classifier on a real dataset with the optimizer state sharded over the ranks.
 //
 //   mpirun -np 4 ./train [--steps N] [--data PATH]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Build the `train` example and run it on 4 MPI ranks:
 #
 #   scripts/demo.sh [train arguments, e.g. --steps 200]

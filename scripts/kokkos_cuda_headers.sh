@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Kokkos 4.x/5.x headers configured for CUDA, for the device compile check (ctest device.compile):
 #
 #   scripts/kokkos_cuda_headers.sh [DEST]      (default: ~/.cache/shardopt/kokkos-cuda)

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Generate tests/golden/golden.txt: reference trajectories from torch.optim.
 
 Every case runs one torch optimizer (single-tensor path, foreach=False) on one

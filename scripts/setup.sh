@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Install the system packages needed to build and test shardopt (Debian 12 /
 # apt-based systems).  Idempotent and quiet: does nothing when everything is
 # installed, runs `apt-get update` only when something is missing.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Build and run shardopt's test suite against Kokkos 4.6.01 with the OpenMP backend (the default
 # execution space) and Serial, at OMP_NUM_THREADS=2:
 #

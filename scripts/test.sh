@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Configure, build and run every test of shardopt (the project's test command):
 #
 #   scripts/test.sh [extra ctest arguments, e.g. -R mpi_tests]

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Checks that shardopt checkpoints and torch.optim state interoperate, in both directions.
 
 For every case (an algorithm, its options and a dtype), with three parameters t0, t1, t2 of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // checkpoint_tool: steps shardopt on the parameters of scripts/make_golden.py, loading and saving
 // checkpoints; scripts/torch_interop.py drives it to check that checkpoints interoperate with torch.
 //

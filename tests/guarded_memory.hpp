@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 // Memory that faults when host code touches it outside a Kokkos kernel or deep_copy, as device
 // memory does on a GPU: used for test::DeviceLike (device_like.hpp), so that a host dereference of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # interop.cmake -- checkpoints shared with PyTorch, in both directions (include()d from
 # tests/CMakeLists.txt; needs shardopt::shardopt and shardopt_target_defaults()).
 #

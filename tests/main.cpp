@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // The test module: one global fixture initializes MPI and Kokkos for the whole executable.
 #define BOOST_TEST_MODULE shardopt
 #include <boost/test/unit_test.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // The API on one process: options and their errors, registration errors, gradient presence,
 // param groups, closures, element types and ranks, policy traits.
 #include <boost/test/unit_test.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // State dicts and checkpoints, run at world sizes 1 to 4: state keyed by names, loaded under any
 // layout and world size (sub-communicators of every size stand in for other runs), validation that
 // lists every problem and changes nothing, resuming bitwise, save -> load -> save byte-identical.

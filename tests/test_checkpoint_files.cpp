@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // Checkpoint files that are damaged or interrupted. Built with AddressSanitizer and UBSan (see
 // tests/CMakeLists.txt), so a read outside a buffer fails the test even where it would not crash.
 // - corrupt files (truncated, flipped header bytes, wrong offsets, a header claiming terabytes):

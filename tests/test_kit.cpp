@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // The test kit (<shardopt/testing.hpp>) on our own policies, run at world sizes 1 to 4: the
 // algorithm conformance suite on every bundled algorithm and on examples/lion.hpp's Lion, the
 // layout suite on a layout written here, the communicator suite on comm::Serial and comm::Mpi; and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // State sharding, run at world sizes 1 to 4: every layout gives the same bits as one process stepping
 // the averaged gradients; state memory per rank and bytes per step follow the formulas.
 #include <boost/test/unit_test.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // Run at world sizes 1 to 4 (ctest registers this executable under mpiexec -n 1..4):
 // the MPI collectives, the seed's sharded-versus-whole test, and cross-rank error agreement.
 #include <boost/test/unit_test.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // The plan (detail/plan.hpp) is a pure function of shapes, layout, world size, rank and bucket
 // size: checked here for every rank of every world size from 1 to 64, in one process. Also the
 // engine's other pure parts: the lanes (detail/lanes.hpp) and the registry (detail/registry.hpp).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief What an algorithm policy is built from: the category tag, option fields, device-safe math

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief What a policy must provide: category tags, `is_..._v` traits, C++20 concepts, and the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief What shardopt is built with: `SHARDOPT_HAS_MPI` (comm::Mpi, MPI in ScopeGuard).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief What a layout policy is built from: its strategy, its gradient reduction and the packing

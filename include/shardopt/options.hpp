@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief Named option fields: how an algorithm's `Options` struct is listed, compared and printed.

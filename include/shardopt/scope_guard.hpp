@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief shardopt::ScopeGuard: initializes MPI and Kokkos for a scope.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief shardopt::ShardedOptimizer<Algo, Layout, Comm, ExecSpace>: the optimizer users compose.
@@ -561,7 +562,6 @@ class ShardedOptimizer {
   void io_phase(detail::Op op, Cleanup&& cleanup, Body&& body, const std::string& extra = {});
 
   // ---- data ---------------------------------------------------------------------------------------------
-
   // False in a moved-from optimizer (a move clears the source's flag).
   struct LiveFlag {
     bool live = true;

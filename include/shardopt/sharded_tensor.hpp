@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief shardopt::ShardedTensor: a tensor split by the user into shards placed on ranks.

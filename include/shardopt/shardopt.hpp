@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief The umbrella header: the core, every bundled policy, ScopeGuard and the version macros.

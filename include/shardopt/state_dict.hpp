@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief shardopt::StateDict: an optimizer's state keyed by parameter names, whole or in parts.

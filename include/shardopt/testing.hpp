@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief The test kit for your own policies and code (Boost.Test): a global fixture for MPI and

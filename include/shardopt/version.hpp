@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief The version of shardopt: `SHARDOPT_VERSION_MAJOR`, `_MINOR`, `_PATCH`, `SHARDOPT_VERSION`

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // The consumer project's own algorithm: torch.optim.Adamax (Kingma and Ba), Adam with the infinity norm.
 #pragma once
 #include <shardopt/algorithm.hpp>

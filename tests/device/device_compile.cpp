@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // Compiled (not linked, not run) by nvcc against a CUDA configuration of Kokkos 4.x/5.x headers:
 // ctest device.compile (see tests/CMakeLists.txt and scripts/kokkos_cuda_headers.sh).
 //

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # check_docs.cmake -- ctest driver that keeps the code and compiler messages shown in docs/ true.
 #
 #   cmake -DSOURCE_DIR=<repo> -DDOCS=<a.md;b.md> [-DREQUIRED_ERRORS=<name;...>]

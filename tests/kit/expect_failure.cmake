@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # expect_failure.cmake -- ctest driver of a test that must FAIL, and fail for the right reason.
 #
 #   cmake "-DCOMMAND=<program;args...>" "-DEXPECT=<regex;regex...>" -P expect_failure.cmake

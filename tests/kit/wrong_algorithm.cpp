@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // A deliberately wrong user algorithm: SGD whose learning rate depends on the rank. Its conformance
 // suite must fail, and say why. The ctest test kit.wrong_algorithm_fails runs this executable at two
 // ranks and requires a non-zero exit and the messages (tests/kit/expect_failure.cmake); on one rank

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // comm::Nccl compiled and linked against the CUDA toolkit's NCCL on every build; run where a GPU is
 // present (exit 77, "skipped", where none is):
 // - the four collectives on device buffers and on host buffers (staged) at world size 1, checked;

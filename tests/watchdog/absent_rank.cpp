@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 // A rank that never arrives at a collective call (it calls a local function, then waits in the
 // user's own MPI call): with SHARDOPT_COLLECTIVE_TIMEOUT set, the waiting ranks report which call
 // they are in and which ranks are missing, and abort the job instead of hanging. ctest expects this

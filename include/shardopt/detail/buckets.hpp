@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief The buckets of a step: how the packed buffer of one element type is cut so that every

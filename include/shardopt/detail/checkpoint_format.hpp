@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief What a shardopt checkpoint holds beyond the safetensors format (detail/safetensors.hpp):

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 // Agreement across ranks before every collective operation of the optimizer: the same operation,
 // the same registration and options, and no local error; otherwise every rank throws the same error.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 // The fused update kernel: every element of every segment in one Kokkos launch.
 

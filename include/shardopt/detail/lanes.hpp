@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief The element types the optimizer steps, one lane each. A lane (ShardedOptimizer::Lane<T>)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief <mpi.h> for shardopt's communicators, without the deprecated MPI-2 C++ bindings (shardopt

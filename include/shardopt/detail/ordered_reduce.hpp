@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief The rank-ordered reductions of comm::Mpi and comm::Nccl, written once over a transport.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief What the optimizer knows of a registered parameter (Param, Piece), the memory check that

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 // The safetensors file format (https://github.com/huggingface/safetensors): an 8-byte little-endian
 // header length N, N bytes of JSON, then the tensors' bytes. Writing the header, and reading and

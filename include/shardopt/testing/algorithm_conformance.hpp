@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief The conformance suite of an algorithm policy: SHARDOPT_ALGORITHM_CONFORMANCE and the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief The conformance suite of a communicator policy: SHARDOPT_COMM_CONFORMANCE and the checks

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief Assertion helpers: a parameter compared with a reference or across ranks, with a message

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief Checks of an (Algo, Layout) pair on the test's world: the same bits as one process, and

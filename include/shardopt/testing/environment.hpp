@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief The test kit's global fixture (MPI and Kokkos, once per test executable) and the world

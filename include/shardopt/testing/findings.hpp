@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief shardopt::testing::Findings: what a conformance check found wrong, and its report to

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief The conformance suite of a layout policy: SHARDOPT_LAYOUT_CONFORMANCE and the checks it

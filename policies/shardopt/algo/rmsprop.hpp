@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief algo::RMSprop, as torch.optim.RMSprop.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief comm::Nccl: collectives on GPU buffers through NCCL, ordered on a CUDA stream.

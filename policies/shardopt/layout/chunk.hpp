@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief layout::Chunk<Dim>: each tensor cut along one dimension, like torch's ChunkShardingSpec.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief layout::DataParallel: Replicated's data-parallel variant (DDP + a local optimizer).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief layout::FlatPartition: ZeRO-1/2 style partition of one flat buffer.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief layout::Replicated: each rank steps what it holds, nothing is communicated.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief ShardedOptimizer: agreement across ranks before every collective (what the ranks compare:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief ShardedOptimizer: save() and load(): the checkpoint file header, the atomic write protocol, each

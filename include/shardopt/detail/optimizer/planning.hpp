@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief ShardedOptimizer: the plans of the lanes (detail::make_plan), their bucket buffers and tables,

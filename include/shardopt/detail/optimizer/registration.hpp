@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief ShardedOptimizer: registration (add_param, the memory check, gradient presence) and option

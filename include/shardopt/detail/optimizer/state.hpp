@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief ShardedOptimizer: state queries, state dicts (local and full), and state-dict staging: checking

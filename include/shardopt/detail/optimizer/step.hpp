@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
 /// @brief ShardedOptimizer: the step engine: per lane, the bucket pipeline (pack, reduce, fused update,
