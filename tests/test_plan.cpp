@@ -4,6 +4,7 @@
 // engine's other pure parts: the lanes (detail/lanes.hpp) and the registry (detail/registry.hpp).
 #include <boost/test/unit_test.hpp>
 
+#include <shardopt/algorithm.hpp>
 #include <shardopt/detail/lanes.hpp>
 #include <shardopt/detail/plan.hpp>
 #include <shardopt/detail/registry.hpp>
@@ -13,6 +14,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cmath>
+#include <limits>
 #include <map>
 #include <span>
 #include <string>
@@ -233,6 +236,37 @@ BOOST_AUTO_TEST_CASE(the_memory_map_rejects_any_overlap_and_names_the_other_tens
   BOOST_TEST(message(32, 15, 2).find("the memory of its gradient overlaps the gradient of 'w'") != std::string::npos);
   BOOST_TEST(message(40, 42, 4).find("overlaps the parameter itself") != std::string::npos);  // its own gradient
   BOOST_TEST(message(16, 24, 8).empty());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(policy_helpers)
+
+using FloatTypes = std::tuple<float, double>;
+BOOST_AUTO_TEST_CASE_TEMPLATE(math_follows_torch, T, FloatTypes) {
+  namespace math = so::math;
+  const T nan = std::numeric_limits<T>::quiet_NaN(), inf = std::numeric_limits<T>::infinity();
+  BOOST_TEST(math::abs(T(-2.5)) == T(2.5));
+  BOOST_TEST(!std::signbit(math::abs(T(-0.0))));  // torch.abs(-0.) is 0.
+  BOOST_TEST(math::abs(-inf) == inf);
+  BOOST_TEST(std::isnan(math::abs(nan)));
+  BOOST_TEST(math::minimum(T(1), T(-3)) == T(-3));
+  BOOST_TEST(std::isnan(math::minimum(nan, T(1))));  // torch.minimum propagates NaN, std::min does not
+  BOOST_TEST(std::isnan(math::minimum(T(1), nan)));
+  BOOST_TEST(std::isnan(math::maximum(T(1), nan)));
+  BOOST_TEST(math::exp(T(0)) == T(1));
+  BOOST_TEST(math::log(T(1)) == T(0));
+  BOOST_TEST(math::pow(T(2), T(10)) == T(1024));
+}
+
+BOOST_AUTO_TEST_CASE(layouts_with_summed_gradients_have_names_of_their_own) {
+  namespace layout = so::layout;
+  static_assert(layout::FlatPartition::name == "FlatPartition" && layout::DataParallel::name == "DataParallel");
+  static_assert(layout::BasicFlatPartition<so::Reduction::sum>::name == "FlatPartition<sum>");
+  static_assert(layout::BasicDataParallel<so::Reduction::sum>::name == "DataParallel<sum>");
+  static_assert(layout::ChunkRows::name == "ChunkRows" && layout::Chunk<1, so::Reduction::sum>::name == "ChunkCols<sum>");
+  static_assert(layout::Chunk<2, so::Reduction::sum>::name == "Chunk<2, sum>");
+  BOOST_TEST(true);  // the checks above are at compile time
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -38,10 +38,31 @@ KOKKOS_FORCEINLINE_FUNCTION void with_constant_flags(F&& f, bool first, B... res
 /// @brief Device-safe math for algorithm updates (Kokkos' functions, on every backend).
 namespace math {
 #if KOKKOS_VERSION >= 30700
+using Kokkos::exp;
+using Kokkos::log;
+using Kokkos::pow;
 using Kokkos::sqrt;
+#define SHARDOPT_KOKKOS_MATH Kokkos
 #else
+using Kokkos::Experimental::exp;
+using Kokkos::Experimental::log;
+using Kokkos::Experimental::pow;
 using Kokkos::Experimental::sqrt;
+#define SHARDOPT_KOKKOS_MATH Kokkos::Experimental
 #endif
+
+/// @brief |x| like torch.abs: |-0| is +0, NaN stays NaN.
+template <class T>
+KOKKOS_FORCEINLINE_FUNCTION T abs(T x) {
+  return SHARDOPT_KOKKOS_MATH::fabs(x);
+}
+#undef SHARDOPT_KOKKOS_MATH
+
+/// @brief min(a, b) that propagates NaN like torch.minimum.
+template <class T>
+KOKKOS_FORCEINLINE_FUNCTION T minimum(T a, T b) {
+  return a != a ? a : (b != b ? b : (a < b ? a : b));
+}
 
 /// @brief max(a, b) that propagates NaN like torch.maximum.
 template <class T>

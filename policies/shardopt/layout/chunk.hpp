@@ -27,8 +27,11 @@ template <int Dim, Reduction R = Reduction::mean>
 struct Chunk {
   static_assert(Dim >= 0, "layout::Chunk<Dim>: Dim must be a dimension index (0 or more).");
   using layout_category = layout_policy_tag;                   ///< declares this type a layout
-  /// shown in messages: ChunkRows, ChunkCols, or Chunk<2> and so on
-  static constexpr std::string_view name = Dim == 0 ? "ChunkRows" : Dim == 1 ? "ChunkCols" : Dim == 2 ? "Chunk<2>" : Dim == 3 ? "Chunk<3>" : "Chunk";
+  /// shown in messages: ChunkRows, ChunkCols, or Chunk<2> and so on; with `<sum>` for summed gradients
+  static constexpr std::string_view name =
+      R == Reduction::mean
+          ? (Dim == 0 ? "ChunkRows" : Dim == 1 ? "ChunkCols" : Dim == 2 ? "Chunk<2>" : Dim == 3 ? "Chunk<3>" : "Chunk")
+          : (Dim == 0 ? "ChunkRows<sum>" : Dim == 1 ? "ChunkCols<sum>" : Dim == 2 ? "Chunk<2, sum>" : Dim == 3 ? "Chunk<3, sum>" : "Chunk<sum>");
   static constexpr Strategy strategy = Strategy::partitioned;  ///< reduce-scatter, update chunks, all-gather
   static constexpr Reduction reduction = R;                    ///< mean or sum
   static constexpr int dim = Dim;                              ///< the dimension cut

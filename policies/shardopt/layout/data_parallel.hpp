@@ -19,7 +19,8 @@ namespace shardopt::layout {
 template <Reduction R = Reduction::mean>
 struct BasicDataParallel {
   using layout_category = layout_policy_tag;                  ///< declares this type a layout
-  static constexpr std::string_view name = "DataParallel";    ///< shown in messages
+  /// shown in messages: DataParallel, or DataParallel<sum> for summed gradients
+  static constexpr std::string_view name = R == Reduction::mean ? "DataParallel" : "DataParallel<sum>";
   static constexpr Strategy strategy = Strategy::all_reduce;  ///< reduce gradients, update everything
   static constexpr Reduction reduction = R;                   ///< mean or sum
   /// The gradients of all tensors travel as one concatenated buffer.

@@ -24,7 +24,8 @@ namespace shardopt::layout {
 template <Reduction R = Reduction::mean>
 struct BasicFlatPartition {
   using layout_category = layout_policy_tag;                   ///< declares this type a layout
-  static constexpr std::string_view name = "FlatPartition";    ///< shown in messages
+  /// shown in messages: FlatPartition, or FlatPartition<sum> for summed gradients
+  static constexpr std::string_view name = R == Reduction::mean ? "FlatPartition" : "FlatPartition<sum>";
   static constexpr Strategy strategy = Strategy::partitioned;  ///< reduce-scatter, update part, all-gather
   static constexpr Reduction reduction = R;                    ///< mean or sum
   /// The concatenation, cut into equal parts.
