@@ -42,6 +42,7 @@ using Kokkos::exp;
 using Kokkos::log;
 using Kokkos::pow;
 using Kokkos::sqrt;
+/// Kokkos' namespace of math functions (Kokkos::Experimental before Kokkos 3.7); undefined after use.
 #define SHARDOPT_KOKKOS_MATH Kokkos
 #else
 using Kokkos::Experimental::exp;
