@@ -42,22 +42,22 @@ using Kokkos::exp;
 using Kokkos::log;
 using Kokkos::pow;
 using Kokkos::sqrt;
-/// Kokkos' namespace of math functions (Kokkos::Experimental before Kokkos 3.7); undefined after use.
-#define SHARDOPT_KOKKOS_MATH Kokkos
 #else
 using Kokkos::Experimental::exp;
 using Kokkos::Experimental::log;
 using Kokkos::Experimental::pow;
 using Kokkos::Experimental::sqrt;
-#define SHARDOPT_KOKKOS_MATH Kokkos::Experimental
 #endif
 
 /// @brief |x| like torch.abs: |-0| is +0, NaN stays NaN.
 template <class T>
 KOKKOS_FORCEINLINE_FUNCTION T abs(T x) {
-  return SHARDOPT_KOKKOS_MATH::fabs(x);
+#if KOKKOS_VERSION >= 30700
+  return Kokkos::fabs(x);
+#else
+  return Kokkos::Experimental::fabs(x);
+#endif
 }
-#undef SHARDOPT_KOKKOS_MATH
 
 /// @brief min(a, b) that propagates NaN like torch.minimum.
 template <class T>
