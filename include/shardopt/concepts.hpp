@@ -71,6 +71,20 @@ template <class A, class T> concept has_update =
       A::template update<T>(s, p, g, st);
     };
 
+// The N of the StateSlots<T, N> that Algo::update takes, when it is not std::size(slot_names) (0 to
+// 32), or -1: what a wrong N is, for the message.
+template <class A, class T, std::size_t N> concept has_update_with_slots =
+    has_prepare<A, T> && requires(const decltype(A::template prepare<T>(std::declval<const typename A::Options&>(), 1)) & s,
+                                  T& p, T g, StateSlots<T, N> st) {
+      A::template update<T>(s, p, g, st);
+    };
+template <class A, class T, std::size_t... N>
+constexpr long update_slot_count(std::index_sequence<N...>) {
+  long found = -1;
+  ((found = found < 0 && has_update_with_slots<A, T, N> ? static_cast<long>(N) : found), ...);
+  return found;
+}
+
 template <class L> concept has_layout_category = requires { typename L::layout_category; } &&
                                                   std::same_as<typename L::layout_category, layout_policy_tag>;
 template <class L> concept has_strategy = requires {
@@ -172,9 +186,16 @@ consteval bool check_algorithm() {
     static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo lacks 'template <class T> static "
                                    "Scalars prepare(const Options&, std::int64_t step)' (the per-step scalars).");
   } else if constexpr (!has_update<A, float> || !has_update<A, double>) {
-    static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo lacks 'template <class T> "
-                                   "KOKKOS_INLINE_FUNCTION static void update(const Scalars&, T& param, T grad, "
-                                   "shardopt::StateSlots<T, N> state)'.");
+    if constexpr (update_slot_count<A, float>(std::make_index_sequence<33>{}) >= 0) {
+      static_assert(update_slot_count<A, float>(std::make_index_sequence<33>{}) == static_cast<long>(std::size(A::slot_names)),
+                    "ShardedOptimizer<Algo, Layout, Comm>: Algo::update takes shardopt::StateSlots<T, N> with an N that is "
+                    "not the number of names in Algo::slot_names: N must be std::size(slot_names), one pointer per slot "
+                    "(the comparison below reads 'N == number of slot names').");
+    } else {
+      static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo lacks 'template <class T> "
+                                     "KOKKOS_INLINE_FUNCTION static void update(const Scalars&, T& param, T grad, "
+                                     "shardopt::StateSlots<T, N> state)'.");
+    }
   }
   return Algorithm<A>;
 }

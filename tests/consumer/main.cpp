@@ -1,11 +1,11 @@
 // The consumer project's test suite, built against an *installed* shardopt (find_package): it checks
-// its own algorithm, Adamax, with shardopt's conformance suite, and its own use of the optimizer with
+// its own algorithm, Rprop, with shardopt's conformance suite, and its own use of the optimizer with
 // the kit's assertions. ctest runs it at 1 and 3 ranks.
 #define BOOST_TEST_MODULE shardopt_consumer
 #include <shardopt/testing.hpp>
 #include <shardopt/version.hpp>
 
-#include "adamax.hpp"
+#include "rprop.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -22,20 +22,22 @@ static_assert(SHARDOPT_VERSION ==
               FOUND_SHARDOPT_VERSION_MAJOR * 10000 + FOUND_SHARDOPT_VERSION_MINOR * 100 + FOUND_SHARDOPT_VERSION_PATCH);
 static_assert(std::string_view(SHARDOPT_VERSION_STRING) == FOUND_SHARDOPT_VERSION);
 
-// Adamax for one element, as torch.optim.Adamax computes it (T is float or double).
-inline const auto adamax_reference = [](const Adamax::Options& o, std::int64_t step, auto& p, auto grad, auto state) {
+// Rprop for one element, as torch.optim.Rprop computes it (T is float or double).
+inline const auto rprop_reference = [](const Rprop::Options& o, std::int64_t, auto& p, auto grad, auto state) {
   using T = std::remove_reference_t<decltype(p)>;
+  auto sign = [](T x) { return x > 0 ? T(1) : x < 0 ? T(-1) : T(0); };  // torch.sign: 0 for 0, -0 and NaN
   T g = o.maximize ? -grad : grad;
-  if (o.weight_decay != 0) g = g + T(o.weight_decay) * p;
-  const T w = T(1 - o.beta1);  // torch's lerp: start + w (end - start) for w < 0.5
-  state[0] = w < T(0.5) ? state[0] + w * (g - state[0]) : g - (g - state[0]) * (T(1) - w);
-  state[1] = std::fmax(state[1] * T(o.beta2), std::fabs(g) + T(o.eps));
-  const double clr = o.lr / (1 - std::pow(o.beta1, double(step)));
-  p = p + (T(-clr) * state[0]) / state[1];
+  const T s = sign(g * state[0]);
+  const T factor = s > 0 ? T(o.etaplus) : s < 0 ? T(o.etaminus) : T(1);
+  const T scaled = state[1] * factor;  // torch.clamp: NaN in, NaN out
+  state[1] = std::isnan(scaled) ? scaled : std::fmin(std::fmax(scaled, T(o.step_size_min)), T(o.step_size_max));
+  if (factor == T(o.etaminus)) g = 0;
+  p = p + (T(-1) * sign(g)) * state[1];
+  state[0] = g;
 };
 
-SHARDOPT_ALGORITHM_CONFORMANCE(adamax_conformance, Adamax, adamax_reference,
-                               {.lr = 0.01, .weight_decay = 0.1}, {.beta1 = 0.5, .beta2 = 0.9, .maximize = true});
+SHARDOPT_ALGORITHM_CONFORMANCE(rprop_conformance, Rprop, rprop_reference,
+                               {.lr = 0.5, .step_size_max = 1.0}, {.etaminus = 0.25, .etaplus = 2.0, .maximize = true});
 
 // The consumer's own code: one Adam step moves every weight by lr (m_hat = g, v_hat = g^2), the same on
 // every rank.

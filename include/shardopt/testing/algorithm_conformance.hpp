@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -36,6 +37,7 @@
 #include <shardopt/testing/consistency.hpp>
 #include <shardopt/testing/findings.hpp>
 #include <shardopt/testing/model.hpp>
+#include <shardopt/testing/slot_guard.hpp>
 
 namespace shardopt::testing {
 
@@ -49,17 +51,40 @@ using bundled_layouts = std::tuple<layout::Replicated, layout::DataParallel, lay
 /// `Algo::slot_names`, starting at `Algo::initial_value`) from `grad` (a `T`), for T = float and
 /// double. A generic lambda (`auto` parameters) does both; a function of double only is run in
 /// double and rounded for float parameters.
+///
+/// `tolerance` empty (the default) demands the same bits wherever the reference computes in the
+/// parameter's own type: a policy that follows torch's formulas in torch's order matches them
+/// exactly, and a tolerance of even a few ulps hides formula mistakes (a one-branch lerp, a bias
+/// correction rounded to T). Only a double-only reference checked against float parameters gets 4
+/// ulps (or 4 machine epsilons absolute, near zero) by default. Give a tolerance where the
+/// difference is meant: a reference written in another order, or a GPU compiler that contracts
+/// `a * b + c` into one fused multiply-add (nvcc does unless told `--fmad=false`).
 template <class F>
 struct ScalarReference {
-  F function;                              ///< the scalar definition of one step of one element
-  Tolerance tolerance{.ulps = 4, .eps = 4};  ///< how closely update() must match it
+  F function;                          ///< the scalar definition of one step of one element
+  std::optional<Tolerance> tolerance;  ///< how closely update() must match it; empty: see above
 };
 
-/// @brief Wraps `f` as the scalar reference of an algorithm with the tolerance `tol` (by default 4
-/// ulps, or 4 machine epsilons absolute for results near zero; `{}` demands the same bits).
+/// @brief Wraps `f` as the scalar reference of an algorithm, matched with the same bits (see
+/// ScalarReference for the one exception).
 template <class F>
-ScalarReference<F> scalar_reference(F f, Tolerance tol = {.ulps = 4, .eps = 4}) {
+ScalarReference<F> scalar_reference(F f) {
+  return {std::move(f), std::nullopt};
+}
+
+/// @brief Wraps `f` as the scalar reference of an algorithm matched within `tol`, e.g.
+/// `{.ulps = 4, .eps = 4}`: 4 ulps, or 4 machine epsilons absolute for results near zero.
+template <class F>
+ScalarReference<F> scalar_reference(F f, Tolerance tol) {
   return {std::move(f), tol};
+}
+
+/// @brief "the same bits", "4 ulps or 4 eps", ...: a tolerance as the kit's messages say it.
+inline std::string describe_tolerance(const Tolerance& t) {
+  if (t.ulps == 0 && t.eps == 0) return "the same bits";
+  std::string s = std::to_string(t.ulps) + (t.ulps == 1 ? " ulp" : " ulps");
+  if (t.eps > 0) s += " or " + shardopt::detail::fmt(t.eps) + " eps absolute";
+  return s;
 }
 
 namespace detail {
@@ -76,7 +101,7 @@ struct is_scalar_reference<ScalarReference<F>> : std::true_type {};
 template <class F>
 auto as_scalar_reference(F f) {
   if constexpr (is_scalar_reference<F>::value) return f;
-  else return ScalarReference<F>{std::move(f)};
+  else return ScalarReference<F>{std::move(f), std::nullopt};
 }
 
 template <class F, class Algo, class T>
@@ -228,10 +253,50 @@ Findings check_options_validated(std::span<const typename Algo::Options> options
   return f;
 }
 
-/// @brief Steps one-element parameters (float and double, several values, zero and non-zero
-/// gradients) `steps` times with `ShardedOptimizer<Algo, Replicated, Serial>` for every options
-/// set, and compares the parameter and every slot in use after each step with `reference` (a
-/// ScalarReference, see scalar_reference(), or a bare callable with the default tolerance).
+namespace detail {
+// The one-element parameters of check_scalar_definition(): ordinary values, then the ones that find
+// sign, range and NaN mistakes. `extremes` false leaves out the values near overflow (a reference in
+// double does not overflow where float does).
+template <class T>
+std::vector<T> scalar_check_params(bool extremes) {
+  using L = std::numeric_limits<T>;
+  std::vector<T> v = {T(0.5), T(-1.25), T(0.0), T(2.0), T(-0.03125), T(1e-3), T(-3.5), T(0.75),
+                      T(-0.0), L::denorm_min() * T(3), -L::min() / T(2), L::quiet_NaN(), T(1.5), T(-0.5), T(0.25)};
+  if (extremes) {
+    v.push_back(L::max() / T(4));
+    v.push_back(-L::max() / T(2));
+  }
+  return v;
+}
+// The gradient of element `e` at step `k` (1-based).
+template <class T>
+T scalar_check_grad(std::size_t e, int k) {
+  using L = std::numeric_limits<T>;
+  const auto ordinary = [&] {
+    if ((e + static_cast<std::size_t>(k)) % 5 == 2) return T(0.0);
+    return T(unit(3, e, static_cast<std::uint64_t>(k), 0) * (e % 3 == 0 ? 4.0 : 1.0));
+  };
+  switch (e) {
+    case 8: return k % 2 == 1 ? T(-0.0) : ordinary();                      // -0 param, -0 and ordinary gradients
+    case 9: return L::denorm_min() * T(k);                                // subnormal param and gradients
+    case 10: return k % 2 == 1 ? -L::min() / T(4) : ordinary();
+    case 12: return k == 2 ? L::quiet_NaN() : ordinary();                 // a NaN gradient at step 2
+    case 13: return k == 3 ? L::infinity() : ordinary();                  // an infinite gradient at step 3
+    case 14: return k == 2 ? -L::infinity() : ordinary();
+    case 15: return L::max() / T(8);                                      // near overflow: g * g is infinite
+    case 16: return k % 2 == 0 ? -L::max() / T(2) : ordinary();
+    default: return ordinary();                                           // 0-7 and the NaN param (11)
+  }
+}
+}  // namespace detail
+
+/// @brief Steps one-element parameters `steps` times with `ShardedOptimizer<Algo, Replicated,
+/// Serial>` for every options set, float and double, and compares the parameter and every slot in
+/// use after each step with `reference` (a ScalarReference, see scalar_reference(), or a bare
+/// callable, matched with the same bits). The parameters hold ordinary values and gradients (zero
+/// among them), and the ones that find sign, range and NaN mistakes: -0 with -0 gradients,
+/// subnormals, a NaN parameter, NaN and infinite gradients, values near overflow whose squares are
+/// infinite. NaN equals any NaN; +0 and -0 differ.
 template <class Algo, class Ref>
 Findings check_scalar_definition(const Ref& reference_or_function, std::span<const typename Algo::Options> options, int steps = 5) {
   const auto reference = detail::as_scalar_reference(reference_or_function);
@@ -239,14 +304,18 @@ Findings check_scalar_definition(const Ref& reference_or_function, std::span<con
   static_assert(detail::reference_for<F, Algo, double>,
                 "shardopt::testing: the scalar reference must be callable as f(const Algo::Options&, std::int64_t step, T& param, "
                 "T grad, std::span<T> state) with T = double (and ideally float too: a generic lambda with auto parameters).");
-  Findings out;
+  Findings out = detail::not_run_if_unused_slots_touched<Algo>(options, "The comparison with the scalar reference");
+  if (!out.empty()) return out;
   constexpr std::size_t n_slots = std::size(Algo::slot_names);
-  const std::vector<double> initial = {0.5, -1.25, 0.0, 2.0, -0.03125, 1e-3, -3.5, 0.75};
-  auto grad = [](std::size_t e, int k) -> double {
-    if ((e + static_cast<std::size_t>(k)) % 5 == 2) return 0.0;
-    return detail::unit(3, e, static_cast<std::uint64_t>(k), 0) * (e % 3 == 0 ? 4.0 : 1.0);
-  };
   auto run = [&]<class T>() {
+    constexpr bool in_T = detail::reference_for<F, Algo, T>;
+    const Tolerance tol = reference.tolerance ? *reference.tolerance : in_T ? Tolerance{} : Tolerance{.ulps = 4, .eps = 4};
+    const std::string tolerance_said =
+        describe_tolerance(tol) + (reference.tolerance ? std::string(" (given)")
+                                  : in_T ? std::string(" (the default for a reference computing in T; shardopt::testing::scalar_reference(f, "
+                                                       "{.ulps = 4, .eps = 4}) accepts rounding differences)")
+                                         : std::string(" (the default for a reference of double only, rounded to float)"));
+    const std::vector<T> initial = detail::scalar_check_params<T>(in_T);
     for (const auto& o : options) {
       const std::string context = std::string(Algo::name) + " with options {" + describe_options<Algo>(o) + "}, " +
                                   (std::is_same_v<T, float> ? "float" : "double");
@@ -255,22 +324,20 @@ Findings check_scalar_definition(const Ref& reference_or_function, std::span<con
         for (std::size_t e = 0; e < initial.size(); ++e) {
           x.emplace_back("x" + std::to_string(e), 1);
           g.emplace_back("g" + std::to_string(e), 1);
-          detail::from_host(x[e], std::vector<T>{T(initial[e])});
+          detail::from_host(x[e], std::vector<T>{initial[e]});
         }
         ShardedOptimizer<Algo, layout::Replicated, comm::Serial> opt(comm::Serial{}, o);
         for (std::size_t e = 0; e < initial.size(); ++e) opt.add_param("x" + std::to_string(e), x[e], g[e]);
-        std::vector<T> p(initial.size());
+        std::vector<T> p(initial);
         std::vector<std::vector<T>> state(initial.size(), std::vector<T>(n_slots));
-        for (std::size_t e = 0; e < initial.size(); ++e) {
-          p[e] = T(initial[e]);
+        for (std::size_t e = 0; e < initial.size(); ++e)
           for (std::size_t k = 0; k < n_slots; ++k) state[e][k] = T(Algo::initial_value(o, k));
-        }
         for (int k = 1; k <= steps; ++k) {
-          for (std::size_t e = 0; e < initial.size(); ++e) detail::from_host(g[e], std::vector<T>{T(grad(e, k))});
+          for (std::size_t e = 0; e < initial.size(); ++e) detail::from_host(g[e], std::vector<T>{detail::scalar_check_grad<T>(e, k)});
           opt.step();
           for (std::size_t e = 0; e < initial.size(); ++e) {
-            const T before = p[e], ge = T(grad(e, k));
-            if constexpr (detail::reference_for<F, Algo, T>) {
+            const T before = p[e], ge = detail::scalar_check_grad<T>(e, k);
+            if constexpr (in_T) {
               reference.function(o, static_cast<std::int64_t>(k), p[e], ge, std::span<T>(state[e]));
             } else {
               double pd = p[e];
@@ -281,26 +348,29 @@ Findings check_scalar_definition(const Ref& reference_or_function, std::span<con
             }
             const std::string name = "x" + std::to_string(e);
             std::string diff;
+            auto apart = [](T a, T b) {
+              const auto u = ulp_distance(a, b);
+              return u == std::numeric_limits<std::uint64_t>::max() ? std::string("a NaN against a number")
+                                                                      : std::to_string(u) + (u == 1 ? " ulp apart" : " ulps apart");
+            };
             const T got = detail::to_host<T>(x[e])[0];
-            if (!within(got, p[e], reference.tolerance))
-              diff += "\n    - param: got " + describe_value(got) + ", expected " + describe_value(p[e]) + " (" +
-                      std::to_string(ulp_distance(got, p[e])) + " ulps apart)";
+            if (!within(got, p[e], tol))
+              diff += "\n    - param: got " + describe_value(got) + ", expected " + describe_value(p[e]) + " (" + apart(got, p[e]) + ")";
             for (std::size_t s = 0; s < n_slots; ++s) {
               if (!Algo::slot_used(o, s)) continue;
               const auto v = opt.template local_state<T>(name, Algo::slot_names[s]);
               if (v.size() != 1) {
                 diff += "\n    - state '" + std::string(Algo::slot_names[s]) + "': slot_used() says it is kept, but the optimizer holds none";
-              } else if (!within(v[0], state[e][s], reference.tolerance)) {
+              } else if (!within(v[0], state[e][s], tol)) {
                 diff += "\n    - state '" + std::string(Algo::slot_names[s]) + "': got " + describe_value(v[0]) + ", expected " +
-                        describe_value(state[e][s]) + " (" + std::to_string(ulp_distance(v[0], state[e][s])) + " ulps apart)";
+                        describe_value(state[e][s]) + " (" + apart(v[0], state[e][s]) + ")";
               }
             }
             if (diff.empty()) continue;
             f.add(context + ": step " + std::to_string(k) + " of the one-element parameter '" + name + "' (param " +
                   describe_value(before) + ", grad " + describe_value(ge) + ") differs from the scalar reference:" + diff +
-                  "\n  update() must compute what the scalar reference computes (tolerance " +
-                  std::to_string(reference.tolerance.ulps) + " ulps or " + shardopt::detail::fmt(reference.tolerance.eps) +
-                  " eps; see shardopt::testing::scalar_reference() to change it).");
+                  "\n  update() must compute what the scalar reference computes, as torch does for these values (NaN in, NaN out; "
+                  "the sign of a zero). Tolerance: " + tolerance_said + ".");
             return;  // the first difference says most
           }
         }
@@ -314,7 +384,7 @@ Findings check_scalar_definition(const Ref& reference_or_function, std::span<con
 
 namespace detail {
 // The registered test cases call these; a wrong Algo stops at its one static_assert message.
-enum class AlgorithmCase { declaration, options, scalar, round_trip };
+enum class AlgorithmCase { declaration, options, slots, scalar, round_trip };
 
 template <class Spec>
 void run_algorithm_case(AlgorithmCase c) {
@@ -324,11 +394,12 @@ void run_algorithm_case(AlgorithmCase c) {
     const auto options = Spec::options();
     const std::span<const typename Algo::Options> o(options);
     switch (c) {
-      case AlgorithmCase::declaration: report(check_algorithm_declaration<Algo>(o)); break;
-      case AlgorithmCase::options: report(check_options_validated<Algo>(o)); break;
-      case AlgorithmCase::scalar: report(check_scalar_definition<Algo>(Spec::shardopt_reference(), o)); break;
+      case AlgorithmCase::declaration: report_across_ranks(check_algorithm_declaration<Algo>(o)); break;
+      case AlgorithmCase::options: report_across_ranks(check_options_validated<Algo>(o)); break;
+      case AlgorithmCase::slots: report_across_ranks(check_unused_slots_not_touched<Algo>(o)); break;
+      case AlgorithmCase::scalar: report_across_ranks(check_scalar_definition<Algo>(Spec::shardopt_reference(), o)); break;
       case AlgorithmCase::round_trip:
-        report(check_state_round_trip<Algo, layout::FlatPartition, layout::ChunkCols, layout::DataParallel>(o));
+        report_across_ranks(check_state_round_trip<Algo, layout::FlatPartition, layout::ChunkCols, layout::DataParallel>(o));
         break;
     }
   }
@@ -338,7 +409,7 @@ void run_algorithm_same_bits() {
   if constexpr (Spec::valid) {
     if (!require_environment()) return;
     const auto options = Spec::options();
-    report(check_same_bits_as_one_process<typename Spec::algorithm, Layout>(options));
+    report_across_ranks(check_same_bits_as_one_process<typename Spec::algorithm, Layout>(options));
   }
 }
 }  // namespace detail
@@ -356,7 +427,7 @@ void run_algorithm_same_bits() {
 /// - `reference`: its scalar definition, a function or function object (e.g. a lambda held in a
 ///   variable) called as `reference(options, step, param, grad, state)`; see
 ///   shardopt::testing::ScalarReference. Wrap it in shardopt::testing::scalar_reference(f, tolerance)
-///   to change how closely the algorithm must match it (by default 4 ulps).
+///   to change how closely the algorithm must match it (by default the same bits).
 /// - `...`: option sets (`Algo::Options` initializers) to run besides the defaults; list the ones
 ///   that switch each state slot and branch on.
 ///
@@ -364,6 +435,8 @@ void run_algorithm_same_bits() {
 /// - `declaration`: the policy satisfies shardopt::Algorithm (at compile time: one readable message
 ///   otherwise), and what it declares is sound (check_algorithm_declaration());
 /// - `options_are_validated`: check_options_validated();
+/// - `unused_slots_are_untouched`: check_unused_slots_not_touched() (the checks that step an
+///   optimizer report themselves not run, instead of crashing, when it fails);
 /// - `one_element_matches_the_scalar_reference`: check_scalar_definition();
 /// - `same_bits_as_one_process<Layout>`, for every bundled layout: the same bits as one process at
 ///   the world size the test runs with (check_same_bits_as_one_process());
@@ -389,6 +462,10 @@ void run_algorithm_same_bits() {
   BOOST_AUTO_TEST_CASE(options_are_validated) {                                                                       \
     ::shardopt::testing::detail::run_algorithm_case<shardopt_algorithm_spec>(                                        \
         ::shardopt::testing::detail::AlgorithmCase::options);                                                         \
+  }                                                                                                                   \
+  BOOST_AUTO_TEST_CASE(unused_slots_are_untouched) {                                                                  \
+    ::shardopt::testing::detail::run_algorithm_case<shardopt_algorithm_spec>(                                        \
+        ::shardopt::testing::detail::AlgorithmCase::slots);                                                           \
   }                                                                                                                   \
   BOOST_AUTO_TEST_CASE(one_element_matches_the_scalar_reference) {                                                    \
     ::shardopt::testing::detail::run_algorithm_case<shardopt_algorithm_spec>(                                        \

@@ -461,8 +461,8 @@ template <class Spec>
 void run_comm_case(CommCase c) {
   if constexpr (Spec::valid) {
     if (!require_environment()) return;
-    if (c == CommCase::collectives) report(check_collectives(&Spec::make, Spec::checks()));
-    else report(check_optimizer_over(&Spec::make, Spec::checks()));
+    if (c == CommCase::collectives) report_across_ranks(check_collectives(&Spec::make, Spec::checks()));
+    else report_across_ranks(check_optimizer_over(&Spec::make, Spec::checks()));
   }
 }
 }  // namespace detail

@@ -27,26 +27,28 @@ namespace shardopt::testing {
 
 /// @brief How far a value may be from the one expected: within `ulps` units in the last place, or
 /// within `eps` machine epsilons of the element type in absolute terms (for results near zero).
-/// The default, `{}`, accepts only the same bits (NaN equals NaN; +0 equals -0).
+/// The default, `{}`, accepts only the same bits (a NaN equals any NaN; +0 and -0 differ).
 struct Tolerance {
   std::uint64_t ulps = 0;  ///< accepted distance in units in the last place
   double eps = 0.0;        ///< accepted absolute difference, in `std::numeric_limits<T>::epsilon()`
 };
 
-/// @brief Units in the last place between `a` and `b`: 0 for equal values (also +0 and -0) and for
-/// two NaNs, the largest value for a NaN against a number. For integers: 0 if equal, else the largest value.
+/// @brief Units in the last place between `a` and `b`: 0 for the same value and for two NaNs, 1
+/// between +0 and -0 (as if -0 were the float just below +0), the largest value for a NaN against a
+/// number. For integers: 0 if equal, else the largest value.
 template <class T>
 std::uint64_t ulp_distance(T a, T b) {
   constexpr std::uint64_t far = std::numeric_limits<std::uint64_t>::max();
-  if (a == b) return 0;
   if constexpr (!std::is_floating_point_v<T>) {
-    return far;
+    return a == b ? 0 : far;
   } else {
+    if (a == b && std::signbit(a) == std::signbit(b)) return 0;
     if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b) ? 0 : far;
     using I = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
-    auto key = [](T x) -> long double {  // monotonic in x; long double holds every difference of two int64
+    auto key = [](T x) -> long double {  // monotonic in x, -0 below +0; long double holds every difference of two int64
       const I u = std::bit_cast<I>(x);
-      return u < 0 ? static_cast<long double>(std::numeric_limits<I>::min()) - static_cast<long double>(u) : static_cast<long double>(u);
+      return u < 0 ? static_cast<long double>(std::numeric_limits<I>::min()) - static_cast<long double>(u) - 1.0L
+                   : static_cast<long double>(u);
     };
     const long double d = key(a) - key(b);
     const long double m = d < 0 ? -d : d;

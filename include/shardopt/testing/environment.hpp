@@ -4,12 +4,17 @@
 /// @brief The test kit's global fixture (MPI and Kokkos, once per test executable) and the world
 /// its checks run in. Part of `<shardopt/testing.hpp>`.
 
+#include <boost/test/results_collector.hpp>
+#include <boost/test/tree/traverse.hpp>
+#include <boost/test/tree/visitor.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <Kokkos_Core.hpp>
 
 #include <cstdint>
+#include <iostream>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -23,6 +28,62 @@
 
 namespace shardopt::testing {
 
+namespace detail {
+// A fatal error (a crash in a test case: "memory access violation") makes Boost.Test stop the run,
+// and its report then counts the test cases that never ran as passed. This observer marks them
+// skipped, so that the report says so, and names them on stderr.
+class AbortedRunObserver : public boost::unit_test::test_observer {
+ public:
+  void test_unit_start(const boost::unit_test::test_unit& tu) override {
+    started_.insert(tu.p_id);
+    if (tu.p_type == boost::unit_test::TUT_CASE) last_case_ = tu.full_name();
+  }
+  // Called once for the test case and again for each enclosing suite (Boost's current test unit is
+  // no longer valid here).
+  void test_aborted() override {
+    if (aborted_.empty()) aborted_ = last_case_.empty() ? std::string("a test case") : last_case_;
+  }
+  void test_unit_finish(const boost::unit_test::test_unit& tu, unsigned long) override {
+    if (aborted_.empty() || tu.p_type != boost::unit_test::TUT_SUITE) return;
+    Unstarted v(started_);
+    boost::unit_test::traverse_test_tree(static_cast<const boost::unit_test::test_suite&>(tu), v);
+    for (const boost::unit_test::test_unit* u : v.found) {
+      boost::unit_test::results_collector.test_unit_skipped(*u, "not run: the run was aborted");
+      skipped_.push_back(u->full_name());
+    }
+    if (tu.p_id != boost::unit_test::framework::master_test_suite().p_id || skipped_.empty()) return;
+    std::string list;
+    for (std::size_t i = 0; i < skipped_.size() && i < 8; ++i) list += "\n  " + skipped_[i];
+    if (skipped_.size() > 8) list += "\n  ... and " + std::to_string(skipped_.size() - 8) + " more";
+    std::cerr << "shardopt::testing: a fatal error in \"" << aborted_ << "\" aborted the run; " << skipped_.size()
+              << " test unit(s) after it did not run (reported skipped, not passed):" << list << std::endl;
+  }
+  // Before the results collector (3) at the end of a unit: its totals then count the skipped ones.
+  int priority() override { return 4; }
+
+ private:
+  // The direct children of a suite that never started.
+  struct Unstarted : boost::unit_test::test_tree_visitor {
+    explicit Unstarted(const std::set<boost::unit_test::test_unit_id>& s) : started(s) {}
+    const std::set<boost::unit_test::test_unit_id>& started;
+    std::vector<const boost::unit_test::test_unit*> found;
+    int depth = 0;
+    void visit(const boost::unit_test::test_case& tc) override {
+      if (started.count(tc.p_id) == 0) found.push_back(&tc);
+    }
+    bool test_suite_start(const boost::unit_test::test_suite& ts) override {
+      if (depth == 0) return ++depth, true;
+      if (started.count(ts.p_id) == 0) found.push_back(&ts);
+      return false;  // a direct child suite: not its children
+    }
+    void test_suite_finish(const boost::unit_test::test_suite&) override { --depth; }
+  };
+  std::set<boost::unit_test::test_unit_id> started_;
+  std::string last_case_, aborted_;
+  std::vector<std::string> skipped_;
+};
+}  // namespace detail
+
 /// @brief Boost.Test global fixture: initializes MPI (when shardopt is built with MPI) and Kokkos
 /// before the first test case and finalizes them after the last one, through shardopt::ScopeGuard.
 ///
@@ -32,17 +93,25 @@ namespace shardopt::testing {
 class Environment {
  public:
   /// Initializes MPI and Kokkos with the command line Boost.Test leaves to the test module.
+  ///
+  /// It also makes a run that a crash aborts report the test cases that never ran as skipped
+  /// (Boost.Test's own report counts them passed) and name them.
   Environment() {
     auto& suite = boost::unit_test::framework::master_test_suite();
     guard_ = std::make_unique<ScopeGuard>(suite.argc, suite.argv);
+    boost::unit_test::framework::register_observer(aborted_);
   }
   Environment(const Environment&) = delete;             ///< not copyable
   Environment& operator=(const Environment&) = delete;  ///< not copyable
   /// Finalizes what the constructor initialized (Kokkos first, then MPI).
-  ~Environment() { guard_.reset(); }
+  ~Environment() {
+    boost::unit_test::framework::deregister_observer(aborted_);
+    guard_.reset();
+  }
 
  private:
   std::unique_ptr<ScopeGuard> guard_;
+  detail::AbortedRunObserver aborted_;
 };
 
 /// @brief The communicator the conformance checks run on: comm::Mpi over MPI_COMM_WORLD when

@@ -7,7 +7,9 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <cstdint>
 #include <exception>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -46,16 +48,106 @@ class Findings {
   std::vector<std::string> problems_;
 };
 
-/// @brief Reports `f` to Boost.Test: one error per problem (at most `limit`, then a count), or one
-/// passed assertion if there is none.
+/// @brief `text` with every line longer than `width` broken at spaces, the continuation lines
+/// indented four spaces deeper than the line they continue (a word longer than a line stays whole).
+inline std::string wrap_lines(std::string_view text, std::size_t width = 110) {
+  std::string out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t nl = std::min(text.find('\n', start), text.size());
+    std::string_view line = text.substr(start, nl - start);
+    const std::size_t indent = std::min(line.find_first_not_of(' '), line.size());
+    const std::string more(indent + 4, ' ');
+    bool first = true;
+    while (true) {
+      const std::size_t room = first ? width : width - std::min(width / 2, more.size());
+      if (line.size() <= room) break;
+      std::size_t cut = line.rfind(' ', room);
+      if (cut == std::string_view::npos || cut <= indent) cut = line.find(' ', room);
+      if (cut == std::string_view::npos) break;
+      out.append(line.substr(0, cut)).append("\n").append(more);
+      line = line.substr(cut + 1);
+      first = false;
+    }
+    out.append(line);
+    if (nl == text.size()) break;
+    out.push_back('\n');
+    start = nl + 1;
+  }
+  return out;
+}
+
+/// @brief Reports `f` to Boost.Test: one error per problem, long lines wrapped (at most `limit`,
+/// then a count), or one passed assertion if there is none. Local: each process reports its own
+/// (the conformance suites use report_across_ranks()).
 inline void report(const Findings& f, std::size_t limit = 10) {
   if (f.empty()) {
     BOOST_CHECK_MESSAGE(true, "no problem found");
     return;
   }
   const auto& p = f.problems();
-  for (std::size_t i = 0; i < p.size() && i < limit; ++i) BOOST_ERROR(p[i]);
+  for (std::size_t i = 0; i < p.size() && i < limit; ++i) BOOST_ERROR(wrap_lines(p[i]));
   if (p.size() > limit) BOOST_ERROR("... and " << (p.size() - limit) << " more problem(s) of the same check");
+}
+
+/// @brief Reports `f`, the findings of a check that every process of the test runs, once for all:
+/// rank 0 prints each distinct problem once, saying which ranks found it, and fails the test case
+/// if any rank found one; every other rank fails it silently if it found one itself. Collective over
+/// MPI_COMM_WORLD when shardopt is built with MPI and the test runs on two or more processes;
+/// report() otherwise.
+inline void report_across_ranks(const Findings& f, std::size_t limit = 10) {
+#if SHARDOPT_HAS_MPI
+  if (environment_ready()) {
+    WorldComm world = world_comm();
+    const int size = world.size(), rank = world.rank();
+    if (size > 1) {
+      std::string mine;
+      for (const auto& p : f.problems()) mine.append(p).push_back('\0');
+      const auto n = static_cast<std::int64_t>(mine.size());
+      std::vector<std::int64_t> sizes(static_cast<std::size_t>(size));
+      world.all_gather(std::span<const std::int64_t>(&n, 1), std::span<std::int64_t>(sizes));
+      const auto longest = static_cast<std::size_t>(*std::max_element(sizes.begin(), sizes.end()));
+      if (longest == 0) {
+        BOOST_CHECK_MESSAGE(true, "no problem found on any rank");
+        return;
+      }
+      mine.resize(longest, '\0');
+      std::vector<char> all(longest * static_cast<std::size_t>(size));
+      world.all_gather(std::span<const char>(mine.data(), longest), std::span<char>(all));
+      if (rank != 0) {  // rank 0 says it all; this rank only counts its own failures
+        for (std::size_t i = 0; i < f.problems().size() && i < limit; ++i)
+          boost::unit_test::framework::assertion_result(boost::unit_test::AR_FAILED);
+        if (f.empty()) BOOST_CHECK_MESSAGE(true, "no problem found on this rank (rank 0 reports the others')");
+        return;
+      }
+      std::vector<std::pair<std::string, std::vector<int>>> distinct;  // in rank order, then in the order found
+      for (int r = 0; r < size; ++r) {
+        const char* b = all.data() + static_cast<std::size_t>(r) * longest;
+        for (std::size_t at = 0; at < static_cast<std::size_t>(sizes[static_cast<std::size_t>(r)]);) {
+          std::string p(b + at);
+          at += p.size() + 1;
+          auto it = std::find_if(distinct.begin(), distinct.end(), [&](const auto& d) { return d.first == p; });
+          if (it == distinct.end()) distinct.emplace_back(std::move(p), std::vector<int>{r});
+          else if (it->second.back() != r) it->second.push_back(r);
+        }
+      }
+      for (std::size_t i = 0; i < distinct.size() && i < limit; ++i) {
+        const auto& ranks = distinct[i].second;
+        std::string who;
+        if (static_cast<int>(ranks.size()) == size) {
+          who = "[all " + std::to_string(size) + " ranks] ";
+        } else {
+          for (int r : ranks) who += (who.empty() ? "" : ", ") + std::to_string(r);
+          who = (ranks.size() == 1 ? "[rank " : "[ranks ") + who + " of " + std::to_string(size) + "] ";
+        }
+        BOOST_ERROR(wrap_lines(who + distinct[i].first));
+      }
+      if (distinct.size() > limit) BOOST_ERROR("... and " << (distinct.size() - limit) << " more problem(s) of the same check");
+      return;
+    }
+  }
+#endif
+  report(f, limit);
 }
 
 /// @brief Fails the current test case with a clear message unless the environment is ready.

@@ -125,12 +125,12 @@ void run_layout_case(LayoutCase c) {
   if constexpr (Spec::valid) {
     if (!require_environment()) return;
     if (c == LayoutCase::declaration) {
-      report(check_layout_declaration_and_packing<Layout>());
+      report_across_ranks(check_layout_declaration_and_packing<Layout>());
     } else {
       const auto o = exercising_options<algo::Adam>();
       Findings f = check_state_round_trip<algo::Adam, Layout, layout::FlatPartition, Layout>(o);
       f.add(check_state_round_trip<algo::Adam, layout::FlatPartition, Layout, Layout>(o));
-      report(f);
+      report_across_ranks(f);
     }
   }
 }
@@ -138,7 +138,7 @@ template <class Spec, class Algo>
 void run_layout_same_bits() {
   if constexpr (Spec::valid) {
     if (!require_environment()) return;
-    report(check_same_bits_as_one_process<Algo, typename Spec::layout>(exercising_options<Algo>()));
+    report_across_ranks(check_same_bits_as_one_process<Algo, typename Spec::layout>(exercising_options<Algo>()));
   }
 }
 }  // namespace detail
