@@ -109,7 +109,8 @@ void run_case(const Case& c, std::uint64_t& worst_ulps, double& worst_rel) {
   opt.add_param("t2", Kokkos::View<T***, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(p[2].data(), 2, 1, 2),
                 Kokkos::View<T***, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(g[2].data(), 2, 1, 2));
   const char* names[] = {"t0", "t1", "t2"};
-  for (int k = 1; k <= 4; ++k) {
+  const int steps = c.params.empty() ? 0 : c.params.rbegin()->first.first;  // 4, or 8 for RAdam
+  for (int k = 1; k <= steps; ++k) {
     for (std::size_t t = 0; t < shapes.size(); ++t) {
       std::vector<T> grad(g[t].size());
       for (std::size_t i = 0; i < grad.size(); ++i) grad[i] = static_cast<T>(test::gradient_value(t, i, k));
@@ -146,7 +147,7 @@ void run_case(const Case& c, std::uint64_t& worst_ulps, double& worst_rel) {
 }
 
 using Algorithms = std::tuple<shardopt::algo::SGD, shardopt::algo::Adagrad, shardopt::algo::Adam, shardopt::algo::AdamW,
-                              shardopt::algo::RMSprop>;
+                              shardopt::algo::RMSprop, shardopt::algo::Adamax, shardopt::algo::RAdam>;
 
 }  // namespace
 

@@ -92,6 +92,35 @@ const auto rmsprop_reference = [](const so::algo::RMSprop::Options& o, std::int6
   }
 };
 
+const auto adamax_reference = [](const so::algo::Adamax::Options& o, std::int64_t step, auto& p, auto grad, auto state) {
+  using T = std::remove_reference_t<decltype(p)>;
+  T g = o.maximize ? -grad : grad;
+  if (o.weight_decay != 0) g = g + T(o.weight_decay) * p;
+  state[0] = lerp(state[0], g, T(1 - o.beta1));
+  state[1] = maximum(state[1] * T(o.beta2), std::fabs(g) + T(o.eps));
+  p = p + (T(-(o.lr / (1 - std::pow(o.beta1, double(step))))) * state[0]) / state[1];
+};
+
+const auto radam_reference = [](const so::algo::RAdam::Options& o, std::int64_t step, auto& p, auto grad, auto state) {
+  using T = std::remove_reference_t<decltype(p)>;
+  T g = o.maximize ? -grad : grad;
+  if (o.weight_decay != 0) {
+    if (o.decoupled_weight_decay) p = p * T(1 - o.lr * o.weight_decay);
+    else g = g + T(o.weight_decay) * p;
+  }
+  state[0] = lerp(state[0], g, T(1 - o.beta1));
+  state[1] = state[1] * T(o.beta2) + (T(1 - o.beta2) * g) * g;
+  const double t = double(step), bc1 = 1 - std::pow(o.beta1, t), bc2 = 1 - std::pow(o.beta2, t);
+  const double rho_inf = 2 / (1 - o.beta2) - 1, rho_t = rho_inf - 2 * t * std::pow(o.beta2, t) / bc2;
+  const T corrected = state[0] / T(bc1);
+  if (rho_t > 5) {
+    const double rect = std::sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t));
+    p = p - ((corrected * T(o.lr)) * (T(std::sqrt(bc2)) / (std::sqrt(state[1]) + T(o.eps)))) * T(rect);
+  } else {
+    p = p - corrected * T(o.lr);
+  }
+};
+
 // Lion (examples/lion.hpp): c = b1 m + (1 - b1) g; p = p (1 - lr wd) - lr sign(c); m = b2 m + (1 - b2) g,
 // with torch.sign (0 for 0, -0 and NaN).
 const auto lion_reference = [](const Lion::Options& o, std::int64_t, auto& p, auto g, auto state) {
@@ -119,7 +148,19 @@ SHARDOPT_ALGORITHM_CONFORMANCE(kit_adamw, so::algo::AdamW, adam_reference<true>(
 SHARDOPT_ALGORITHM_CONFORMANCE(kit_rmsprop, so::algo::RMSprop, rmsprop_reference,
                                {.lr = 0.01, .weight_decay = 0.1, .momentum = 0.9, .centered = true}, {.momentum = 0.5},
                                {.centered = true, .maximize = true});
+SHARDOPT_ALGORITHM_CONFORMANCE(kit_adamax, so::algo::Adamax, adamax_reference, {.lr = 0.05, .weight_decay = 0.1},
+                               {.beta1 = 0.3, .beta2 = 0.9, .maximize = true});
+SHARDOPT_ALGORITHM_CONFORMANCE(kit_radam, so::algo::RAdam, radam_reference, {.lr = 0.05, .beta2 = 0.9, .weight_decay = 0.1},
+                               {.beta1 = 0.3, .weight_decay = 0.1, .decoupled_weight_decay = true, .maximize = true});
 SHARDOPT_ALGORITHM_CONFORMANCE(kit_lion, Lion, lion_reference, {.lr = 0.1, .weight_decay = 0.5}, {.beta1 = 0.5, .beta2 = 0.9});
+
+// RAdam's rectified step starts at step 7 (rho_t > 5), after the suite's five steps: run it longer.
+BOOST_AUTO_TEST_CASE(radam_rectified_steps_match_the_reference_and_every_layout) {
+  const std::vector<so::algo::RAdam::Options> o = {{.lr = 0.05}, {.lr = 0.02, .beta2 = 0.99, .weight_decay = 0.1, .maximize = true}};
+  st::report_across_ranks(st::check_scalar_definition<so::algo::RAdam>(radam_reference, o, 9));
+  st::report_across_ranks(st::check_same_bits_as_one_process<so::algo::RAdam, so::layout::FlatPartition>(o, 8));
+  st::report_across_ranks(st::check_same_bits_as_one_process<so::algo::RAdam, so::layout::ChunkRows>(o, 8));
+}
 
 // ---- the communicator suite on the bundled communicators ----------------------------------------------
 

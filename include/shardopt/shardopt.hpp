@@ -22,7 +22,9 @@
 
 #include <shardopt/algo/adagrad.hpp>
 #include <shardopt/algo/adam.hpp>
+#include <shardopt/algo/adamax.hpp>
 #include <shardopt/algo/adamw.hpp>
+#include <shardopt/algo/radam.hpp>
 #include <shardopt/algo/rmsprop.hpp>
 #include <shardopt/algo/sgd.hpp>
 

@@ -28,7 +28,7 @@
 namespace shardopt::testing {
 
 /// @brief Every bundled algorithm: a layout must give the same bits as one process under each.
-using bundled_algorithms = std::tuple<algo::SGD, algo::Adagrad, algo::Adam, algo::AdamW, algo::RMSprop>;
+using bundled_algorithms = std::tuple<algo::SGD, algo::Adagrad, algo::Adam, algo::AdamW, algo::RMSprop, algo::Adamax, algo::RAdam>;
 
 /// @brief Options of a bundled algorithm that switch on every state slot and branch it has
 /// (momentum, weight decay, amsgrad, centered, lr_decay, ...), and its defaults.
