@@ -13,6 +13,17 @@
 
 namespace shardopt::algo {
 
+/// @brief The checks torch.optim's Adam, AdamW, Adamax and RAdam share, with torch's wording: `lr`,
+/// `eps` and `weight_decay` at least 0 (NaN fails), `beta1` and `beta2` in [0, 1).
+template <class O>
+void validate_adam_family(const O& o) {
+  require(0.0 <= o.lr, invalid("Invalid learning rate", o.lr));
+  require(0.0 <= o.eps, invalid("Invalid epsilon value", o.eps));
+  require(0.0 <= o.beta1 && o.beta1 < 1.0, invalid("Invalid beta parameter at index 0", o.beta1));
+  require(0.0 <= o.beta2 && o.beta2 < 1.0, invalid("Invalid beta parameter at index 1", o.beta2));
+  require(0.0 <= o.weight_decay, invalid("Invalid weight_decay value", o.weight_decay));
+}
+
 /// @brief Adam (Kingma & Ba), the formulas of torch.optim.Adam (foreach=False), step by step:
 /// @code
 /// g = maximize ? -grad : grad
@@ -48,13 +59,7 @@ struct Adam {
   static constexpr std::array<std::string_view, 3> slot_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
 
   /// Throws InvalidArgument with torch's wording for an invalid option.
-  static void validate(const Options& o) {
-    require(0.0 <= o.lr, invalid("Invalid learning rate", o.lr));
-    require(0.0 <= o.eps, invalid("Invalid epsilon value", o.eps));
-    require(0.0 <= o.beta1 && o.beta1 < 1.0, invalid("Invalid beta parameter at index 0", o.beta1));
-    require(0.0 <= o.beta2 && o.beta2 < 1.0, invalid("Invalid beta parameter at index 1", o.beta2));
-    require(0.0 <= o.weight_decay, invalid("Invalid weight_decay value", o.weight_decay));
-  }
+  static void validate(const Options& o) { validate_adam_family(o); }
   /// Whether slot `k` is kept under options `o`.
   static constexpr bool slot_used(const Options& o, std::size_t k) { return k < 2 || o.amsgrad; }
   /// Initial value of slot `k`.

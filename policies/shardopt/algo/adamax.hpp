@@ -9,6 +9,7 @@
 #include <string_view>
 #include <tuple>
 
+#include <shardopt/algo/adam.hpp>
 #include <shardopt/algorithm.hpp>
 
 namespace shardopt::algo {
@@ -45,13 +46,7 @@ struct Adamax {
   static constexpr std::array<std::string_view, 2> slot_names = {"exp_avg", "exp_inf"};
 
   /// Throws InvalidArgument with torch's wording for an invalid option.
-  static void validate(const Options& o) {
-    require(0.0 <= o.lr, invalid("Invalid learning rate", o.lr));
-    require(0.0 <= o.eps, invalid("Invalid epsilon value", o.eps));
-    require(0.0 <= o.beta1 && o.beta1 < 1.0, invalid("Invalid beta parameter at index 0", o.beta1));
-    require(0.0 <= o.beta2 && o.beta2 < 1.0, invalid("Invalid beta parameter at index 1", o.beta2));
-    require(0.0 <= o.weight_decay, invalid("Invalid weight_decay value", o.weight_decay));
-  }
+  static void validate(const Options& o) { validate_adam_family(o); }
   /// Both slots are always kept.
   static constexpr bool slot_used(const Options&, std::size_t) { return true; }
   /// Initial value of slot `k`.
