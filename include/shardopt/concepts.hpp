@@ -65,19 +65,16 @@ template <class A> concept has_slot_used = requires(const typename A::Options& o
 template <class A, class T> concept has_prepare = requires(const typename A::Options& o, std::int64_t step) {
   A::template prepare<T>(o, step);
 };
-template <class A, class T> concept has_update =
-    has_prepare<A, T> && requires(const decltype(A::template prepare<T>(std::declval<const typename A::Options&>(), 1)) & s,
-                                  T& p, T g, StateSlots<T, std::size(A::slot_names)> st) {
-      A::template update<T>(s, p, g, st);
-    };
-
-// The N of the StateSlots<T, N> that Algo::update takes, when it is not std::size(slot_names) (0 to
-// 32), or -1: what a wrong N is, for the message.
+// Algo::update takes StateSlots<T, N> (has_update: with N = std::size(slot_names)).
 template <class A, class T, std::size_t N> concept has_update_with_slots =
     has_prepare<A, T> && requires(const decltype(A::template prepare<T>(std::declval<const typename A::Options&>(), 1)) & s,
                                   T& p, T g, StateSlots<T, N> st) {
       A::template update<T>(s, p, g, st);
     };
+template <class A, class T> concept has_update = has_update_with_slots<A, T, std::size(A::slot_names)>;
+
+// The N of the StateSlots<T, N> that Algo::update takes, when it is not std::size(slot_names) (0 to
+// 32), or -1: what a wrong N is, for the message.
 template <class A, class T, std::size_t... N>
 constexpr long update_slot_count(std::index_sequence<N...>) {
   long found = -1;
