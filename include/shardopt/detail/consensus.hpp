@@ -127,6 +127,25 @@ inline std::string describe_call(std::int64_t op, std::int64_t seq) {
   return std::string(op_name(op)) + " (collective call #" + std::to_string(seq) + " of this optimizer)";
 }
 
+// Every rank's `mine`, in rank order, on every rank (collective): the lengths, then the strings
+// padded to the longest.
+template <class Comm>
+std::vector<std::string> all_gather_strings(Comm& comm, const std::string& mine) {
+  const auto p = static_cast<std::size_t>(comm.size());
+  std::vector<std::int64_t> lengths(p);
+  const auto my_length = static_cast<std::int64_t>(mine.size());
+  comm.all_gather(std::span<const std::int64_t>(&my_length, 1), std::span<std::int64_t>(lengths));
+  const auto width = static_cast<std::size_t>(*std::max_element(lengths.begin(), lengths.end()));
+  std::vector<std::string> out(p);
+  if (width == 0) return out;
+  std::string padded = mine;
+  padded.resize(width, '\0');
+  std::string all(width * p, '\0');
+  comm.all_gather(std::span<const char>(padded.data(), width), std::span<char>(all.data(), all.size()));
+  for (std::size_t r = 0; r < p; ++r) out[r] = all.substr(r * width, static_cast<std::size_t>(lengths[r]));
+  return out;
+}
+
 // Every rank calls this at the start of a collective operation. Throws on every rank if the ranks
 // called different operations or are at different calls (a rank skipped one), if any rank has a
 // local error (its message is sent to all), or if the digests differ (the descriptions are gathered
@@ -165,18 +184,7 @@ std::uint64_t agree(Comm& comm, CallId call, std::uint64_t digest, const LocalEr
     raise(static_cast<LocalError::Kind>(head[0]), "rank " + std::to_string(root) + ": " + text);
   }
   if (v[5] != -v[6] || v[7] != -v[8]) {
-    const std::string mine = describe();
-    std::vector<std::int64_t> lengths(p);
-    std::int64_t my_length = static_cast<std::int64_t>(mine.size());
-    comm.all_gather(std::span<const std::int64_t>(&my_length, 1), std::span<std::int64_t>(lengths));
-    const std::size_t width = static_cast<std::size_t>(*std::max_element(lengths.begin(), lengths.end()));
-    std::string padded = mine;
-    padded.resize(width, '\0');
-    std::string all(width * p, '\0');
-    comm.all_gather(std::span<const char>(padded.data(), width), std::span<char>(all.data(), all.size()));
-    std::vector<std::string> descriptions;
-    for (int r = 0; r < p; ++r) descriptions.push_back(all.substr(r * width, static_cast<std::size_t>(lengths[r])));
-    throw CollectiveMismatch(explain_difference(descriptions));
+    throw CollectiveMismatch(explain_difference(all_gather_strings(comm, describe())));
   }
   return comm.stats().bytes_sent - bytes_before;
 }

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include <shardopt/detail/consensus.hpp>
 #include <shardopt/testing/environment.hpp>
 
 namespace shardopt::testing {
@@ -103,17 +104,7 @@ inline void report_across_ranks(const Findings& f, std::size_t limit = 10) {
     if (size > 1) {
       std::string mine;
       for (const auto& p : f.problems()) mine.append(p).push_back('\0');
-      const auto n = static_cast<std::int64_t>(mine.size());
-      std::vector<std::int64_t> sizes(static_cast<std::size_t>(size));
-      world.all_gather(std::span<const std::int64_t>(&n, 1), std::span<std::int64_t>(sizes));
-      const auto longest = static_cast<std::size_t>(*std::max_element(sizes.begin(), sizes.end()));
-      if (longest == 0) {
-        BOOST_CHECK_MESSAGE(true, "no problem found on any rank");
-        return;
-      }
-      mine.resize(longest, '\0');
-      std::vector<char> all(longest * static_cast<std::size_t>(size));
-      world.all_gather(std::span<const char>(mine.data(), longest), std::span<char>(all));
+      const std::vector<std::string> all = shardopt::detail::all_gather_strings(world, mine);
       if (rank != 0) {  // rank 0 says it all; this rank only counts its own failures
         for (std::size_t i = 0; i < f.problems().size() && i < limit; ++i)
           boost::unit_test::framework::assertion_result(boost::unit_test::AR_FAILED);
@@ -122,27 +113,23 @@ inline void report_across_ranks(const Findings& f, std::size_t limit = 10) {
       }
       std::vector<std::pair<std::string, std::vector<int>>> distinct;  // in rank order, then in the order found
       for (int r = 0; r < size; ++r) {
-        const char* b = all.data() + static_cast<std::size_t>(r) * longest;
-        for (std::size_t at = 0; at < static_cast<std::size_t>(sizes[static_cast<std::size_t>(r)]);) {
-          std::string p(b + at);
-          at += p.size() + 1;
+        const std::string& b = all[static_cast<std::size_t>(r)];
+        for (std::size_t at = 0; at < b.size();) {
+          const std::size_t end = b.find('\0', at);
+          std::string p = b.substr(at, end - at);
+          at = end + 1;
           auto it = std::find_if(distinct.begin(), distinct.end(), [&](const auto& d) { return d.first == p; });
           if (it == distinct.end()) distinct.emplace_back(std::move(p), std::vector<int>{r});
           else if (it->second.back() != r) it->second.push_back(r);
         }
       }
-      for (std::size_t i = 0; i < distinct.size() && i < limit; ++i) {
-        const auto& ranks = distinct[i].second;
-        std::string who;
-        if (static_cast<int>(ranks.size()) == size) {
-          who = "[all " + std::to_string(size) + " ranks] ";
-        } else {
-          for (int r : ranks) who += (who.empty() ? "" : ", ") + std::to_string(r);
-          who = (ranks.size() == 1 ? "[rank " : "[ranks ") + who + " of " + std::to_string(size) + "] ";
-        }
-        BOOST_ERROR(wrap_lines(who + distinct[i].first));
-      }
-      if (distinct.size() > limit) BOOST_ERROR("... and " << (distinct.size() - limit) << " more problem(s) of the same check");
+      Findings said;
+      for (const auto& [problem, ranks] : distinct)
+        said.add((static_cast<int>(ranks.size()) == size ? "[all " + std::to_string(size) + " ranks] "
+                                                          : (ranks.size() == 1 ? "[rank " : "[ranks ") + shardopt::detail::rank_list(ranks) +
+                                                                " of " + std::to_string(size) + "] ") +
+                 problem);
+      report(said, limit);  // "no problem found" when no rank found one
       return;
     }
   }
