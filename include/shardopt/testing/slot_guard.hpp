@@ -165,11 +165,12 @@ Findings check_unused_slots_not_touched(std::span<const typename Algo::Options> 
           for (std::int64_t step = 1; step <= 3; ++step) {
             const auto scalars = Algo::template prepare<T>(o, step);
             const T grad = T(step == 2 ? 0.0 : start[1] + 0.5 * static_cast<double>(step));
+            const T before = param;
             auto call = [&] { Algo::template update<T>(scalars, param, grad, st); };
             const detail::Fault fault = detail::call_trapping_faults(call);
             if (!fault.happened) continue;
             const std::string where = std::string(Algo::name) + " with options {" + describe_options<Algo>(o) + "}, " + type +
-                                      ", step " + std::to_string(step) + " (param " + shardopt::detail::fmt(double(start[0])) +
+                                      ", step " + std::to_string(step) + " (param " + shardopt::detail::fmt(double(before)) +
                                       ", grad " + shardopt::detail::fmt(double(grad)) + ")";
             const long k = pages.page_of(fault.address);
             if (k >= 0) {
