@@ -5,6 +5,10 @@
 
 #include "support.hpp"
 
+#include <shardopt/detail/reproducible_sum.hpp>
+
+#include <bit>
+#include <cmath>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -55,6 +59,30 @@ using Algorithms = std::tuple<so::algo::SGD, so::algo::Adagrad, so::algo::Adam, 
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(mpi_collectives)
+
+// Sums over terms dealt out to the ranks in runs of several sizes: every world size gives the bits
+// of one process holding everything in one run, on every rank, in one all-gather.
+BOOST_AUTO_TEST_CASE(reproducible_sums_are_the_same_bits_at_every_world_size) {
+  Mpi comm = world();
+  const int p = comm.size(), r = comm.rank();
+  auto term = [](std::size_t s, std::int64_t i) { return std::ldexp(double((i * 2654435761u + s * 97) % 1000003) - 500000.0, int(i % 37) - 18); };
+  const std::vector<std::int64_t> lengths = {0, 5, 64, 200, 70001};
+  so::detail::SumPieces whole;
+  for (std::size_t s = 0; s < lengths.size(); ++s) whole.add_run(s, 0, lengths[s], [&](std::int64_t i) { return term(s, i); });
+  so::comm::Serial serial;
+  const auto expected = so::detail::complete_sums(serial, whole, lengths);
+  for (std::int64_t run : {1, 7, 64, 1000}) {
+    so::detail::SumPieces mine;
+    for (std::size_t s = 0; s < lengths.size(); ++s)
+      for (std::int64_t b = 0, q = 0; b < lengths[s]; b += run, ++q)
+        if (q % p == r) mine.add_run(s, b, std::min(b + run, lengths[s]), [&](std::int64_t i) { return term(s, i); });
+    const auto before = comm.stats().collectives;
+    const auto got = so::detail::complete_sums(comm, mine, lengths);
+    if (p > 1) BOOST_TEST(comm.stats().collectives - before == 2u);  // the sizes, then the pieces
+    for (std::size_t s = 0; s < lengths.size(); ++s)
+      BOOST_TEST(std::bit_cast<std::uint64_t>(got[s]) == std::bit_cast<std::uint64_t>(expected[s]), "runs of " << run << ", sum " << s);
+  }
+}
 
 BOOST_AUTO_TEST_CASE(collectives_agree_with_their_definition_and_count_bytes) {
   Mpi comm = world();

@@ -8,11 +8,14 @@
 #include <shardopt/detail/lanes.hpp>
 #include <shardopt/detail/plan.hpp>
 #include <shardopt/detail/registry.hpp>
+#include <shardopt/detail/reproducible_sum.hpp>
+#include <shardopt/comm/serial.hpp>
 #include <shardopt/layout/chunk.hpp>
 #include <shardopt/layout/data_parallel.hpp>
 #include <shardopt/layout/flat_partition.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <cmath>
 #include <limits>
@@ -257,6 +260,60 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(math_follows_torch, T, FloatTypes) {
   BOOST_TEST(math::exp(T(0)) == T(1));
   BOOST_TEST(math::log(T(1)) == T(0));
   BOOST_TEST(math::pow(T(2), T(10)) == T(1024));
+}
+
+// The terms of the reproducible-sum tests: values of very different magnitudes and both signs,
+// so that another order of additions gives other bits.
+double sum_term(std::size_t sum, std::int64_t i) {
+  const double u = std::sin(double(i) * 12.9898 + double(sum) * 78.233) * 43758.5453;
+  return (u - std::floor(u) - 0.5) * std::ldexp(1.0, static_cast<int>((i * 7 + static_cast<std::int64_t>(sum)) % 40) - 20);
+}
+
+// The value of each sum over the runs `cuts` (boundaries, 0 and length included) given to one SumPieces.
+std::vector<double> sums_over(const std::vector<std::int64_t>& lengths, const std::vector<std::vector<std::int64_t>>& cuts) {
+  detail::SumPieces pieces;
+  for (std::size_t s = 0; s < lengths.size(); ++s)
+    for (std::size_t c = 0; c + 1 < cuts[s].size(); ++c)
+      pieces.add_run(s, cuts[s][c], cuts[s][c + 1], [s](std::int64_t i) { return sum_term(s, i); });
+  so::comm::Serial serial;
+  return detail::complete_sums(serial, pieces, lengths);
+}
+
+BOOST_AUTO_TEST_CASE(reproducible_sums_have_the_same_bits_under_every_cut) {
+  // Lengths around the block (64) and tree boundaries, and one of many blocks.
+  const std::vector<std::int64_t> lengths = {0, 1, 63, 64, 65, 127, 128, 129, 1000, 4096 + 7, 100000};
+  std::vector<std::vector<std::int64_t>> whole;
+  for (auto n : lengths) whole.push_back({0, n});
+  const auto expected = sums_over(lengths, whole);
+  std::uint64_t state = 12345;
+  auto next = [&] { return state = state * 6364136223846793005ull + 1442695040888963407ull; };
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<std::vector<std::int64_t>> cuts;
+    for (auto n : lengths) {
+      std::vector<std::int64_t> c = {0, n};
+      const int pieces = static_cast<int>(next() % 9);
+      for (int k = 0; k < pieces && n > 1; ++k) c.push_back(static_cast<std::int64_t>(next() % static_cast<std::uint64_t>(n)));
+      if (trial % 10 == 0)  // every element its own run
+        for (std::int64_t i = 1; i < std::min<std::int64_t>(n, 300); ++i) c.push_back(i);
+      std::sort(c.begin(), c.end());
+      c.erase(std::unique(c.begin(), c.end()), c.end());
+      cuts.push_back(c);
+    }
+    const auto got = sums_over(lengths, cuts);
+    for (std::size_t s = 0; s < lengths.size(); ++s)
+      BOOST_TEST(std::bit_cast<std::uint64_t>(got[s]) == std::bit_cast<std::uint64_t>(expected[s]),
+                 "trial " << trial << ", sum " << s << " of " << lengths[s] << " terms: " << got[s] << " vs " << expected[s]);
+  }
+  // And the value is the sum, to double's accuracy (against long double).
+  for (std::size_t s = 0; s < lengths.size(); ++s) {
+    long double ref = 0, scale = 0;
+    for (std::int64_t i = 0; i < lengths[s]; ++i) ref += sum_term(s, i), scale += std::fabs(sum_term(s, i));
+    BOOST_TEST(std::fabs(static_cast<long double>(expected[s]) - ref) <= 1e-14L * scale, "sum " << s);
+  }
+  // Another order of the same terms (a plain loop) gives other bits: the test can tell orders apart.
+  double plain = 0;
+  for (std::int64_t i = 0; i < 100000; ++i) plain += sum_term(10, i);
+  BOOST_TEST(std::bit_cast<std::uint64_t>(plain) != std::bit_cast<std::uint64_t>(expected[10]));
 }
 
 BOOST_AUTO_TEST_CASE(layouts_with_summed_gradients_have_names_of_their_own) {

@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#pragma once
+/// @file
+/// @brief Sums whose bits do not depend on how their terms are cut over runs and ranks: the
+/// primitive of reductions over whole tensors (norms, means) under every layout and world size.
+///
+/// A sum has `length` terms at indices 0 .. length - 1 (a tensor's row-major flat index, say).
+/// Its value is fixed by one tree: the terms are grouped in blocks of `sum_block` consecutive
+/// indices, each block added up in a fixed order (block_sum), and the blocks added pairwise over
+/// an aligned binary tree (node (l, k) covers blocks k 2^l .. (k + 1) 2^l - 1 and is node (l - 1, 2k)
+/// plus node (l - 1, 2k + 1); blocks past the end are +0). A rank holding the terms of a run of
+/// indices computes the nodes that lie wholly inside the run (streaming, one pass, a stack of at
+/// most 2 log2(blocks) nodes) and keeps the terms of the blocks it holds only part of; every rank
+/// then completes every sum from all ranks' pieces with the same formulas (complete_sums(): one
+/// all-gather of the pieces of all sums together). Any cut of the terms into runs, over any number
+/// of ranks, gives the same bits; where two ranks give the same piece (copies), the lowest rank's
+/// counts.
+
+#include <Kokkos_Macros.hpp>
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include <shardopt/detail/redistribute.hpp>
+
+namespace shardopt::detail {
+
+/// Terms per block of a reproducible sum.
+inline constexpr std::int64_t sum_block = 64;
+
+/// One block's terms `term(j)`, j = 0 .. sum_block - 1, added up in a fixed order: eight
+/// interleaved partial sums (vectorizable), then a fixed tree over the eight.
+template <class Term>
+KOKKOS_INLINE_FUNCTION double block_sum(const Term& term) {
+  double acc[8];
+  for (int j = 0; j < 8; ++j) acc[j] = term(j);
+  for (int r = 1; r < static_cast<int>(sum_block / 8); ++r)
+    for (int j = 0; j < 8; ++j) acc[j] += term(8 * r + j);
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/// The pieces of sums one rank holds: tree nodes and loose terms, four int64 each
+/// (sum, level or -1 for a term, block or term index, the value's bits).
+class SumPieces {
+ public:
+  /// Adds the pieces of sum `sum` over its indices [begin, end), whose terms are `term(i)`.
+  template <class Term>
+  void add_run(std::size_t sum, std::int64_t begin, std::int64_t end, const Term& term) {
+    if (end <= begin) return;
+    const std::int64_t first = (begin + sum_block - 1) / sum_block, last = end / sum_block;  // whole blocks [first, last)
+    if (first >= last) {
+      for (std::int64_t i = begin; i < end; ++i) add_term(sum, i, term(i));
+      return;
+    }
+    for (std::int64_t i = begin; i < first * sum_block; ++i) add_term(sum, i, term(i));
+    // Blocks left to right; two siblings on top of the stack become their parent.
+    struct Node {
+      std::int64_t level, index;
+      double value;
+    };
+    std::vector<Node> stack;
+    for (std::int64_t k = first; k < last; ++k) {
+      const std::int64_t base = k * sum_block;
+      Node n{0, k, block_sum([&](int j) { return static_cast<double>(term(base + j)); })};
+      while (!stack.empty() && stack.back().level == n.level && stack.back().index + 1 == n.index && stack.back().index % 2 == 0) {
+        n = Node{n.level + 1, n.index / 2, stack.back().value + n.value};
+        stack.pop_back();
+      }
+      stack.push_back(n);
+    }
+    for (const auto& n : stack) add(sum, n.level, n.index, n.value);
+    for (std::int64_t i = last * sum_block; i < end; ++i) add_term(sum, i, term(i));
+  }
+  /// The pieces, four int64 each.
+  const std::vector<std::int64_t>& data() const noexcept { return data_; }
+
+ private:
+  void add_term(std::size_t sum, std::int64_t i, double v) { add(sum, -1, i, v); }
+  void add(std::size_t sum, std::int64_t level, std::int64_t index, double v) {
+    data_.insert(data_.end(), {static_cast<std::int64_t>(sum), level, index, std::bit_cast<std::int64_t>(v)});
+  }
+  std::vector<std::int64_t> data_;
+};
+
+/// Sum s of `lengths.size()` sums (lengths[s] terms) from the pieces given on every rank, the same
+/// bits on every rank whatever the cut (collective: one all-gather of every sum's pieces).
+template <class Comm>
+std::vector<double> complete_sums(Comm& comm, const SumPieces& mine, std::span<const std::int64_t> lengths) {
+  const auto all = comm.size() > 1 ? all_gather_varying(comm, mine.data()) : std::vector<std::vector<std::int64_t>>{mine.data()};
+  struct Pieces {
+    std::map<std::pair<std::int64_t, std::int64_t>, double> nodes;  // (level, block): the first rank's
+    std::map<std::int64_t, double> terms;                           // index: the first rank's
+  };
+  std::vector<Pieces> by_sum(lengths.size());
+  for (const auto& q : all)
+    for (std::size_t at = 0; at + 3 < q.size(); at += 4) {
+      auto& p = by_sum.at(static_cast<std::size_t>(q[at]));
+      const double v = std::bit_cast<double>(q[at + 3]);
+      if (q[at + 1] < 0) p.terms.emplace(q[at + 2], v);
+      else p.nodes.emplace(std::pair{q[at + 1], q[at + 2]}, v);
+    }
+  std::vector<double> out(lengths.size(), 0.0);
+  for (std::size_t s = 0; s < lengths.size(); ++s) {
+    const auto& p = by_sum[s];
+    const std::int64_t blocks = (lengths[s] + sum_block - 1) / sum_block;
+    std::int64_t root = 0;
+    while ((std::int64_t(1) << root) < blocks) ++root;
+    auto value = [&](auto& self, std::int64_t level, std::int64_t k) -> double {
+      if ((k << level) >= blocks) return 0.0;
+      if (auto it = p.nodes.find({level, k}); it != p.nodes.end()) return it->second;
+      if (level == 0) {
+        return block_sum([&](int j) {
+          auto it = p.terms.find(k * sum_block + j);
+          return it == p.terms.end() ? 0.0 : it->second;
+        });
+      }
+      return self(self, level - 1, 2 * k) + self(self, level - 1, 2 * k + 1);
+    };
+    if (blocks > 0) out[s] = value(value, root, 0);
+  }
+  return out;
+}
+
+}  // namespace shardopt::detail
