@@ -19,6 +19,7 @@ Output format (one item per line, tokens separated by single spaces):
     case <Algo> <dtype> <key>=<value> ...   (floats as Python repr, bools as 0/1)
     param <k> <t> <hex> ...                 (parameter t after step k; k=1..steps, t=0..2)
     state <slot> <t> <hex> ...              (state tensors after the last step, slots sorted by name)
+    scalar <key> <t> <hex>                  (per-tensor scalar state, e.g. NAdam's mu_product, as float64)
     step <t> <n>                            (only for algorithms keeping state['step'])
     end
 
@@ -117,6 +118,13 @@ ALGOS = [
       for g in grid(weight_decay=(0.0, 0.1), decoupled_weight_decay=(False, True),
                     maximize=(False, True))] + [dict(lr=0.05, betas=(0.5, 0.99))],
      ["lr", "beta1", "beta2", "eps", "weight_decay", "decoupled_weight_decay", "maximize"], 8),
+    # momentum_decay = 0.3: mu changes visibly from step to step; betas[0] = 0.3: the second lerp branch
+    (torch.optim.NAdam,
+     [dict(lr=0.05, **g) for g in grid(weight_decay=(0.0, 0.1), decoupled_weight_decay=(False, True),
+                                       maximize=(False, True))]
+     + [dict(lr=0.05, betas=(0.3, 0.9), momentum_decay=0.3)],
+     ["lr", "beta1", "beta2", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay",
+      "maximize"]),
 ]
 
 
@@ -152,6 +160,12 @@ def run_case(cls, options, keys, dtype_name, dtype, steps):
             value = states[t].get(slot)
             if torch.is_tensor(value) and value.shape == p.shape:
                 lines.append("state %s %d %s" % (slot, t, hex_tokens(value)))
+    # per-tensor scalar state (NAdam's mu_product, a 0-d tensor): its value as float64 bits
+    for key in sorted(set().union(*states) - {"step"}):
+        for t, s in enumerate(states):
+            value = s.get(key)
+            if torch.is_tensor(value) and value.dim() == 0:
+                lines.append("scalar %s %d %s" % (key, t, hex_tokens(value.to(torch.float64))))
     lines += ["step %d %d" % (t, int(s["step"])) for t, s in enumerate(states) if "step" in s]
     return lines + ["end"]
 

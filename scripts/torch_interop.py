@@ -26,6 +26,7 @@ Exit status: 0 all passed, 1 a failure, 2 usage or tool error, 77 torch or safet
 The checkpoint format (shardopt's save()/load(), one safetensors file):
   state.<param>.<slot>  F32/F64, the parameter's global shape, torch's state keys as slot names
   state.<param>.step    I64 scalar: steps the parameter took (SGD too; torch has none there)
+  state.<param>.<key>   F64 scalar: per-tensor scalar state (NAdam's mu_product; torch: float32 0-d)
   __metadata__: shardopt.format = "1", shardopt.algorithm = "Adam" etc., shardopt.param_groups =
   JSON list of {"options": {...shardopt option names...}, "params": [names]}.
 torch keeps state['step'] as a float32 0-d tensor (Adam, AdamW, Adagrad, RMSprop).
@@ -70,7 +71,12 @@ OPTION_NAMES = {
     "Adam": ["lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad", "maximize"],
     "AdamW": ["lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad", "maximize"],
     "RMSprop": ["lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"],
+    "NAdam": ["lr", "beta1", "beta2", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay",
+              "maximize"],
 }
+# Per-tensor scalar state: torch's 0-d tensors (float32 under torch's default dtype), float64
+# scalars state.<param>.<key> in shardopt's checkpoints.
+SCALAR_STATE = {"NAdam": {"mu_product"}}
 
 # (algorithm, options in torch's names; the rest are torch's defaults)
 CASES = [
@@ -84,9 +90,12 @@ CASES = [
     ("AdamW", dict(lr=0.05, amsgrad=True, weight_decay=0.1, maximize=True)),
     ("RMSprop", dict(lr=0.01, centered=True, momentum=0.9, weight_decay=0.1)),
     ("RMSprop", dict(lr=0.01)),
+    ("NAdam", dict(lr=0.05, weight_decay=0.1, momentum_decay=0.3)),
+    ("NAdam", dict(lr=0.05, betas=(0.3, 0.9), weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
 ]
 # Repeated with the tool on 2 ranks: (case index, dtype, layout)
-MPI_CASES = [(4, "float32", "FlatPartition"), (8, "float64", "FlatPartition"), (0, "float32", "ChunkRows")]
+MPI_CASES = [(4, "float32", "FlatPartition"), (8, "float64", "FlatPartition"), (0, "float32", "ChunkRows"),
+             (10, "float32", "ChunkRows")]
 
 
 class Failure(Exception):
@@ -107,6 +116,8 @@ def expected_slots(algo, o):
         return {"sum"}
     if algo in ("Adam", "AdamW"):
         return {"exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if o["amsgrad"] else set())
+    if algo == "NAdam":
+        return {"exp_avg", "exp_avg_sq"}
     return ({"square_avg"} | ({"momentum_buffer"} if o["momentum"] > 0 else set())
             | ({"grad_avg"} if o["centered"] else set()))
 
@@ -122,7 +133,7 @@ def shardopt_options(algo, group):
 
 def torch_kwargs(algo, o):
     kw = {k: v for k, v in o.items() if k not in ("beta1", "beta2")}
-    if algo in ("Adam", "AdamW"):
+    if "beta1" in o:
         kw["betas"] = (o["beta1"], o["beta2"])
     return kw
 
@@ -151,7 +162,8 @@ def torch_steps(opt, params, first, last, dtype):
 # ---- checkpoints --------------------------------------------------------------------------------
 
 def read_checkpoint(path, algo, options, dtype):
-    """Reads and checks a shardopt checkpoint; returns ({name: step}, {name: {slot: tensor}})."""
+    """Reads and checks a shardopt checkpoint; returns ({name: step}, {name: {slot: tensor}}), the
+    scalar state among the slots as float64 0-d tensors."""
     problems = []
     with safe_open(path, framework="pt") as f:
         meta = f.metadata() or {}
@@ -201,6 +213,16 @@ def read_checkpoint(path, algo, options, dtype):
                 problems.append("%s is %s %s, not %s %s" % (key, v.dtype, list(v.shape), dtype, list(SHAPES[t])))
             else:
                 slots[name][slot] = v
+        for key in sorted(SCALAR_STATE.get(algo, set())):
+            full = "state.%s.%s" % (name, key)
+            v = tensors.get(full)
+            if v is None:
+                problems.append("%s is missing" % full)
+            elif v.dtype != torch.float64 or tuple(v.shape) != ():
+                problems.append("%s is %s %s, not a float64 scalar" % (full, v.dtype, list(v.shape)))
+            else:
+                slots[name][key] = v
+    want = want | SCALAR_STATE.get(algo, set())
     known = {"state.%s.%s" % (n, s) for n in NAMES for s in want | {"step"}}
     for key in sorted(set(tensors) - known):
         problems.append("unexpected tensor %s" % key)
@@ -217,7 +239,8 @@ def write_checkpoint(path, algo, opt, params):
         state = opt.state[p]
         for slot, v in state.items():
             if slot != "step" and torch.is_tensor(v):
-                tensors["state.%s.%s" % (name, slot)] = v.detach().contiguous().clone()
+                scalar = slot in SCALAR_STATE.get(algo, set())  # a float64 scalar in the file
+                tensors["state.%s.%s" % (name, slot)] = (v.detach().to(torch.float64) if scalar else v.detach()).contiguous().clone()
         # torch has no step for SGD: every parameter stepped as often as the optimizer did.
         step = int(state["step"]) if "step" in state else N_STEPS
         tensors["state.%s.step" % name] = torch.tensor(step, dtype=torch.int64)
@@ -229,7 +252,9 @@ def write_checkpoint(path, algo, opt, params):
 def load_into_torch(opt, params, steps, slots, algo):
     """Fills torch optimizer state from a checkpoint read by read_checkpoint()."""
     for name, p in zip(NAMES, params):
-        state = {slot: v.clone() for slot, v in slots[name].items()}
+        # the scalar state as torch keeps it: a 0-d tensor of its default dtype (float32)
+        state = {slot: v.to(torch.get_default_dtype()) if slot in SCALAR_STATE.get(algo, set()) else v.clone()
+                 for slot, v in slots[name].items()}
         if algo != "SGD":  # torch keeps the step as a float32 0-d tensor
             state["step"] = torch.tensor(float(steps[name]), dtype=torch.float32)
         opt.state[p] = state
@@ -303,7 +328,10 @@ class Tally:
             torch_slots = {k for k, v in ts.items() if k != "step" and torch.is_tensor(v)}
             self.exact("%s: slots of %s" % (what, name), sorted(slots[name]), sorted(torch_slots))
             for slot in sorted(set(slots[name]) & torch_slots):
-                self.compare("%s: %s of %s" % (what, slot, name), slots[name][slot], ts[slot])
+                if slots[name][slot].dim() == 0:  # scalar state: the same value exactly
+                    self.exact("%s: %s of %s" % (what, slot, name), float(slots[name][slot]), float(ts[slot]))
+                else:
+                    self.compare("%s: %s of %s" % (what, slot, name), slots[name][slot], ts[slot])
 
 
 # ---- the tool -----------------------------------------------------------------------------------
@@ -377,7 +405,10 @@ def run_case(tool, workdir, algo, torch_opts, dtype_name, layout=None, ranks=1, 
     for name, p in zip(NAMES, ref):
         tb.exact("(b) written step of %s" % name, steps_t[name], N_STEPS)
         for slot, v in slots_t[name].items():
-            tb.bitwise("(b) written %s of %s" % (slot, name), v, ref_opt.state[p][slot])
+            if v.dim() == 0:
+                tb.exact("(b) written %s of %s" % (slot, name), float(v), float(ref_opt.state[p][slot]))
+            else:
+                tb.bitwise("(b) written %s of %s" % (slot, name), v, ref_opt.state[p][slot])
 
     # (a) shardopt steps 1..3 and saves; the checkpoint must hold torch's state after its steps 1..3.
     tool.run(algo, dtype_name, options, 0, N_STEPS, f("p3.safetensors"), save=f("ck.safetensors"),

@@ -2,7 +2,7 @@
 // checkpoint_tool: steps shardopt on the parameters of scripts/make_golden.py, loading and saving
 // checkpoints; scripts/torch_interop.py drives it to check that checkpoints interoperate with torch.
 //
-//   checkpoint_tool run --algo SGD|Adagrad|Adam|AdamW|RMSprop --dtype float32|float64
+//   checkpoint_tool run --algo SGD|Adagrad|Adam|AdamW|RMSprop|NAdam --dtype float32|float64
 //                       --options k=v,k=v,... --from A --to B --params-out FILE
 //                       [--load CKPT] [--params-in FILE] [--save CKPT]
 //                       [--layout Replicated|DataParallel|FlatPartition|ChunkRows]
@@ -44,7 +44,7 @@ Comm make_comm() { return Comm{}; }
 #endif
 
 constexpr const char* usage =
-    "usage: checkpoint_tool run --algo SGD|Adagrad|Adam|AdamW|RMSprop --dtype float32|float64\n"
+    "usage: checkpoint_tool run --algo SGD|Adagrad|Adam|AdamW|RMSprop|NAdam --dtype float32|float64\n"
     "                           --options k=v,k=v,... --from A --to B --params-out FILE\n"
     "                           [--load CKPT] [--params-in FILE] [--save CKPT]\n"
     "                           [--layout Replicated|DataParallel|FlatPartition|ChunkRows]\n";
@@ -289,7 +289,8 @@ void dispatch(const Args& a) {
   else if (a.algo == "Adam") with_algo<A::Adam>(a);
   else if (a.algo == "AdamW") with_algo<A::AdamW>(a);
   else if (a.algo == "RMSprop") with_algo<A::RMSprop>(a);
-  else throw UsageError("--algo must be SGD, Adagrad, Adam, AdamW or RMSprop, not '" + a.algo + "'");
+  else if (a.algo == "NAdam") with_algo<A::NAdam>(a);  // per-tensor scalar state (mu_product)
+  else throw UsageError("--algo must be SGD, Adagrad, Adam, AdamW, RMSprop or NAdam, not '" + a.algo + "'");
 }
 
 }  // namespace

@@ -160,6 +160,9 @@ void check_same(const so::StateDict& x, const so::StateDict& y, const std::strin
           same = same && std::memcmp(&parts[0].values[i], &other[0].values[i], sizeof(double)) == 0;
         BOOST_TEST(same, name << "." << slot << " differs");
       }
+      BOOST_REQUIRE_MESSAGE(ps.scalars.size() == qs.scalars.size(), name);
+      for (const auto& [key, v] : ps.scalars)
+        BOOST_TEST(std::memcmp(&v, &qs.scalars.at(key), sizeof(double)) == 0, name << "." << key << " differs");
     }
   }
 }
@@ -461,6 +464,88 @@ BOOST_AUTO_TEST_CASE(load_state_dict_rejects_what_does_not_fit) {
   sd = before;
   sd.state.at("a").slots.at("exp_avg")[0].values.resize(10);  // elements 10..20 nowhere
   expect_error(sd, {"do not cover", "slot exp_avg of 'a': 11 of 21 elements"});
+}
+
+// NAdam's per-tensor mu_product: kept per parameter on every rank, in state dicts and files under
+// torch's key, resharded with the rest, validated on load, and left alone by a step that fails or
+// skips the parameter.
+BOOST_AUTO_TEST_CASE(per_tensor_scalar_state_travels_with_the_state) {
+  using NAdam = so::algo::NAdam;
+  const NAdam::Options o{.lr = 0.05, .weight_decay = 0.1, .momentum_decay = 0.3};
+  TempDir dir;
+  Model<layout::ChunkRows, NAdam> straight(MPI_COMM_WORLD, o), first(MPI_COMM_WORLD, o);
+  BOOST_TEST(first.opt->scalar_state("a", "mu_product") == 1.0);  // its initial value until the first step
+  BOOST_TEST(first.opt->state_dict().state.at("a").scalars.empty());
+  for (int k = 1; k <= 6; ++k) straight.step(k);
+  for (int k = 1; k <= 3; ++k) first.step(k);
+  // mu_product = prod over t of mu_t, each product rounded to float32 as torch does.
+  double mu_product = 1.0;
+  for (int t = 1; t <= 3; ++t) mu_product = static_cast<float>(static_cast<float>(mu_product) * static_cast<float>(NAdam::mu(o, t)));
+  const auto sd = first.opt->state_dict();
+  for (const char* name : {"a", "b", "c", "emb"}) {
+    BOOST_TEST(first.opt->scalar_state(name, "mu_product") == mu_product, name);
+    BOOST_TEST(sd.state.at(name).scalars.at("mu_product") == mu_product, name);
+  }
+  BOOST_CHECK_THROW(first.opt->scalar_state("a", "nu"), so::InvalidArgument);
+
+  // A file holds it as state.<name>.mu_product; another layout loads it and goes on bitwise.
+  first.opt->save(dir.path + "/n.safetensors");
+  MPI_Barrier(MPI_COMM_WORLD);
+  {
+    const std::string file = read_file(dir.path + "/n.safetensors");
+    const auto at = file.find("\"state.emb.mu_product\":{");
+    BOOST_TEST_REQUIRE(at != std::string::npos);
+    BOOST_TEST(file.substr(at, 100).find("\"dtype\":\"F64\",\"shape\":[]}") != std::string::npos, file.substr(at, 100));
+  }
+  Model<layout::FlatPartition, NAdam> second(MPI_COMM_WORLD, o);
+  second.copy_params_from(first);
+  second.opt->load(dir.path + "/n.safetensors");
+  BOOST_TEST(second.opt->scalar_state("emb", "mu_product") == mu_product);
+  for (int k = 4; k <= 6; ++k) second.step(k);
+  check_same(straight.opt->full_state_dict(), second.opt->full_state_dict(), "resumed NAdam state");
+  BOOST_TEST((test::to_host<float>(straight.a) == test::to_host<float>(second.a)));
+  BOOST_TEST((test::to_host<double>(straight.b) == test::to_host<double>(second.b)));
+  // Through a state dict (each rank's own), into a third layout.
+  Model<layout::DataParallel, NAdam> third(MPI_COMM_WORLD, o);
+  third.opt->load_state_dict(second.opt->state_dict());
+  check_same(second.opt->full_state_dict(), third.opt->full_state_dict(), "loaded from local state dicts");
+
+  // What does not fit is rejected, naming it, with nothing changed.
+  const auto before = third.opt->full_state_dict();
+  auto expect_error = [&](const so::StateDict& bad, std::vector<std::string> phrases) {
+    bool thrown = false;
+    try {
+      third.opt->load_state_dict(bad);
+    } catch (const so::InvalidArgument& e) {
+      thrown = true;
+      for (const auto& p : phrases) BOOST_TEST(std::string(e.what()).find(p) != std::string::npos, "'" << p << "' not in: " << e.what());
+    }
+    BOOST_TEST(thrown);
+    check_same(before, third.opt->full_state_dict(), "unchanged");
+  };
+  auto bad = before;
+  bad.state.at("a").scalars.erase("mu_product");
+  bad.state.at("b").scalars["nu_product"] = 0.5;
+  expect_error(bad, {"parameter 'a': scalar state mu_product is missing (the parameter took 6 step(s))",
+                     "parameter 'b': unknown scalar state 'nu_product' for NAdam"});
+  bad = before;
+  bad.state.at("c").step = 0;
+  for (auto& [slot, parts] : bad.state.at("c").slots) parts.clear();
+  bad.state.at("c").slots.clear();
+  expect_error(bad, {"parameter 'c': the state has scalar state 'mu_product' but step 0"});
+
+  // A parameter whose gradient is absent keeps its mu_product; a step that fails changes none.
+  const double b_before = third.opt->scalar_state("b", "mu_product"), a_before = third.opt->scalar_state("a", "mu_product");
+  third.opt->zero_grad();
+  for (const char* name : {"a", "c", "emb"}) third.opt->mark_grad_present(name);
+  third.opt->step();
+  BOOST_TEST(third.opt->scalar_state("b", "mu_product") == b_before);
+  BOOST_TEST(third.opt->scalar_state("a", "mu_product") != a_before);
+  BOOST_TEST(third.opt->step_count("a") == 7);
+  const double a_after = third.opt->scalar_state("a", "mu_product");
+  third.opt->param_groups()[0].options.lr = -1;
+  BOOST_CHECK_THROW(third.opt->step(), so::InvalidArgument);
+  BOOST_TEST(third.opt->scalar_state("a", "mu_product") == a_after);
 }
 
 BOOST_AUTO_TEST_CASE(ranks_loading_different_state_fail_together) {

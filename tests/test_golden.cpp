@@ -5,6 +5,7 @@
 
 #include "support.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <limits>
 #include <fstream>
@@ -22,6 +23,7 @@ struct Case {
   std::map<std::pair<int, int>, std::vector<std::uint64_t>> params;  // (step, tensor) -> bits
   std::map<std::pair<std::string, int>, std::vector<std::uint64_t>> state;  // (slot, tensor) -> bits
   std::map<int, std::int64_t> steps;  // tensor -> torch's step count
+  std::map<std::pair<std::string, int>, std::uint64_t> scalars;  // (key, tensor) -> float64 bits of the scalar state
 };
 
 std::vector<Case> load_cases() {
@@ -49,6 +51,11 @@ std::vector<Case> load_cases() {
       for (std::string h; ls >> h;) bits.push_back(std::stoull(h, nullptr, 16));
       if (kind == "param") cases.back().params[{std::stoi(key), t}] = bits;
       else cases.back().state[{key, t}] = bits;
+    } else if (kind == "scalar") {
+      std::string key, h;
+      int t = 0;
+      ls >> key >> t >> h;
+      cases.back().scalars[{key, t}] = std::stoull(h, nullptr, 16);
     } else if (kind == "step") {
       int t = 0;
       std::int64_t n = 0;
@@ -143,11 +150,25 @@ void run_case(const Case& c, std::uint64_t& worst_ulps, double& worst_rel) {
                                    << i << ": ours " << ours[i] << " torch " << from_bits<T>(it->second[i]));
     }
     if (c.steps.count(t)) BOOST_CHECK_EQUAL(opt.step_count(names[t]), c.steps.at(t));
+    // The per-tensor scalar state, bit for bit: torch keeps exactly the keys the algorithm names.
+    const auto scalar_names = shardopt::detail::scalar_state_names_of<Algo>();
+    for (const auto& key : scalar_names) {
+      auto it = c.scalars.find({std::string(key), static_cast<int>(t)});
+      BOOST_CHECK_MESSAGE(it != c.scalars.end(), c.algo << " " << c.options_text << ": torch keeps no scalar state " << key);
+      if (it != c.scalars.end())
+        BOOST_CHECK_MESSAGE(opt.scalar_state(names[t], key) == std::bit_cast<double>(it->second),
+                            c.algo << " " << c.dtype << " " << c.options_text << "scalar state " << key << " tensor " << t << ": ours "
+                                   << opt.scalar_state(names[t], key) << " torch " << std::bit_cast<double>(it->second));
+    }
+    for (const auto& [key, bits] : c.scalars)
+      if (key.second == static_cast<int>(t))
+        BOOST_CHECK_MESSAGE(std::find(scalar_names.begin(), scalar_names.end(), key.first) != scalar_names.end(),
+                            c.algo << ": torch keeps the scalar state " << key.first << ", which " << Algo::name << " does not");
   }
 }
 
 using Algorithms = std::tuple<shardopt::algo::SGD, shardopt::algo::Adagrad, shardopt::algo::Adam, shardopt::algo::AdamW,
-                              shardopt::algo::RMSprop, shardopt::algo::Adamax, shardopt::algo::RAdam>;
+                              shardopt::algo::RMSprop, shardopt::algo::Adamax, shardopt::algo::RAdam, shardopt::algo::NAdam>;
 
 }  // namespace
 

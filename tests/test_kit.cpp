@@ -7,11 +7,13 @@
 
 #include "../examples/lion.hpp"
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace so = shardopt;
@@ -121,6 +123,26 @@ const auto radam_reference = [](const so::algo::RAdam::Options& o, std::int64_t 
   }
 };
 
+// NAdam, with its per-tensor scalar state mu_product (a float32 scalar in torch) as the sixth argument.
+const auto nadam_reference = [](const so::algo::NAdam::Options& o, std::int64_t step, auto& p, auto grad, auto state,
+                                std::span<double> mu_product) {
+  using T = std::remove_reference_t<decltype(p)>;
+  T g = o.maximize ? -grad : grad;
+  if (o.weight_decay != 0) {
+    if (o.decoupled_weight_decay) p = p * T(1 - o.lr * o.weight_decay);
+    else g = g + T(o.weight_decay) * p;
+  }
+  const double t = double(step);
+  const double mu = o.beta1 * (1 - 0.5 * std::pow(0.96, t * o.momentum_decay));
+  const double mu_next = o.beta1 * (1 - 0.5 * std::pow(0.96, (t + 1) * o.momentum_decay));
+  mu_product[0] = static_cast<float>(static_cast<float>(mu_product[0]) * static_cast<float>(mu));
+  state[0] = lerp(state[0], g, T(1 - o.beta1));
+  state[1] = state[1] * T(o.beta2) + (T(1 - o.beta2) * g) * g;
+  const T denom = std::sqrt(state[1] / T(1 - std::pow(o.beta2, t))) + T(o.eps);
+  p = p + (T(-o.lr * (1 - mu) / (1 - mu_product[0])) * g) / denom;
+  p = p + (T((-o.lr * mu_next) / (1 - mu_product[0] * mu_next)) * state[0]) / denom;
+};
+
 // Lion (examples/lion.hpp): c = b1 m + (1 - b1) g; p = p (1 - lr wd) - lr sign(c); m = b2 m + (1 - b2) g,
 // with torch.sign (0 for 0, -0 and NaN).
 const auto lion_reference = [](const Lion::Options& o, std::int64_t, auto& p, auto g, auto state) {
@@ -151,6 +173,8 @@ SHARDOPT_ALGORITHM_CONFORMANCE(kit_rmsprop, so::algo::RMSprop, rmsprop_reference
 SHARDOPT_ALGORITHM_CONFORMANCE(kit_adamax, so::algo::Adamax, adamax_reference, {.lr = 0.05, .weight_decay = 0.1},
                                {.beta1 = 0.3, .beta2 = 0.9, .maximize = true});
 SHARDOPT_ALGORITHM_CONFORMANCE(kit_radam, so::algo::RAdam, radam_reference, {.lr = 0.05, .beta2 = 0.9, .weight_decay = 0.1},
+                               {.beta1 = 0.3, .weight_decay = 0.1, .decoupled_weight_decay = true, .maximize = true});
+SHARDOPT_ALGORITHM_CONFORMANCE(kit_nadam, so::algo::NAdam, nadam_reference, {.lr = 0.05, .weight_decay = 0.1, .momentum_decay = 0.3},
                                {.beta1 = 0.3, .weight_decay = 0.1, .decoupled_weight_decay = true, .maximize = true});
 SHARDOPT_ALGORITHM_CONFORMANCE(kit_lion, Lion, lion_reference, {.lr = 0.1, .weight_decay = 0.5}, {.beta1 = 0.5, .beta2 = 0.9});
 
@@ -201,6 +225,18 @@ struct HiddenOptionLion : Lion {  // an option option_fields does not list
   static Scalars<T> prepare(const Options& o, std::int64_t step) {
     return Lion::prepare<T>({o.lr, o.beta1, o.beta2, o.weight_decay}, step);
   }
+};
+
+// NAdam whose mu_product is kept in double, not rounded to float32 as torch keeps it.
+struct DoubleMuProductNAdam : so::algo::NAdam {
+  static constexpr std::string_view name = "DoubleMuProductNAdam";
+  static void advance_scalar_state(const Options& o, std::int64_t step, std::span<double> state) {
+    state[0] *= mu(o, static_cast<double>(step));
+  }
+};
+// NAdam whose scalar state a checkpoint could not name.
+struct StepNamedNAdam : so::algo::NAdam {
+  static constexpr std::array<std::string_view, 1> scalar_state_names = {"step"};
 };
 
 // Packs every tensor but forgets its last element.
@@ -271,6 +307,18 @@ BOOST_AUTO_TEST_CASE(an_update_that_is_not_its_scalar_definition) {
   // Lion matches its definition bit for bit: demand that through scalar_reference().
   const auto exact = st::check_scalar_definition<Lion>(st::scalar_reference(lion_reference, {}), lion_options<Lion>());
   BOOST_CHECK_MESSAGE(exact.empty(), exact.str());
+}
+
+BOOST_AUTO_TEST_CASE(a_scalar_state_that_is_not_its_scalar_definition) {
+  const std::vector<so::algo::NAdam::Options> o = {{.momentum_decay = 0.3}};
+  const auto f = st::check_scalar_definition<DoubleMuProductNAdam>(nadam_reference, o);
+  expect_mention(f, "DoubleMuProductNAdam with options {lr=0.002 beta1=0.9 beta2=0.999 eps=1e-08 weight_decay=0 momentum_decay=0.3 "
+                    "decoupled_weight_decay=0 maximize=0}, float: step 1 of the one-element parameter 'x0'");
+  expect_mention(f, "- scalar state 'mu_product': got ");
+  const auto right = st::check_scalar_definition<so::algo::NAdam>(nadam_reference, o);
+  BOOST_CHECK_MESSAGE(right.empty(), right.str());
+  const auto named = st::check_algorithm_declaration<StepNamedNAdam>(o);
+  expect_mention(named, "NAdam: scalar_state_names lists 'step', the name of the step count every parameter keeps.");
 }
 
 BOOST_AUTO_TEST_CASE(declarations_and_options) {

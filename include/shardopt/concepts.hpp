@@ -17,6 +17,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <Kokkos_Macros.hpp>
 
@@ -62,13 +63,47 @@ template <class A> concept has_slot_used = requires(const typename A::Options& o
   { A::slot_used(o, k) } -> std::convertible_to<bool>;
   { A::initial_value(o, k) } -> std::convertible_to<double>;
 };
-template <class A, class T> concept has_prepare = requires(const typename A::Options& o, std::int64_t step) {
-  A::template prepare<T>(o, step);
+// Per-tensor scalar state (optional): `scalar_state_names`, their `initial_scalar_state(o, k)` and
+// `advance_scalar_state(o, step, std::span<double>)`; an algorithm with it takes the values in
+// `prepare<T>(o, step, std::span<const double>)`.
+template <class A> concept has_scalar_state = requires {
+  { std::span<const std::string_view>(A::scalar_state_names) };
 };
+template <class A> concept has_scalar_state_hooks =
+    requires(const typename A::Options& o, std::size_t k, std::int64_t step, std::span<double> s) {
+      { A::initial_scalar_state(o, k) } -> std::convertible_to<double>;
+      A::advance_scalar_state(o, step, s);
+    };
+template <class A, class T> concept has_prepare =
+    (!has_scalar_state<A> && requires(const typename A::Options& o, std::int64_t step) { A::template prepare<T>(o, step); }) ||
+    (has_scalar_state<A> &&
+     requires(const typename A::Options& o, std::int64_t step, std::span<const double> s) { A::template prepare<T>(o, step, s); });
+// Algo::prepare<T> of step `step`, with the tensor's scalar state where the algorithm keeps one.
+template <class A, class T>
+auto prepare_step(const typename A::Options& o, std::int64_t step, [[maybe_unused]] std::span<const double> scalar_state) {
+  if constexpr (has_scalar_state<A>) return A::template prepare<T>(o, step, scalar_state);
+  else return A::template prepare<T>(o, step);
+}
+// The scalar state a tensor starts with under options `o` (empty without one), and its advance to step `step`.
+template <class A>
+std::vector<double> initial_scalar_state_of([[maybe_unused]] const typename A::Options& o) {
+  if constexpr (has_scalar_state<A>) {
+    std::vector<double> v(std::size(A::scalar_state_names));
+    for (std::size_t k = 0; k < v.size(); ++k) v[k] = A::initial_scalar_state(o, k);
+    return v;
+  } else {
+    return {};
+  }
+}
+template <class A>
+void advance_scalar_state_of([[maybe_unused]] const typename A::Options& o, [[maybe_unused]] std::int64_t step,
+                             [[maybe_unused]] std::vector<double>& state) {
+  if constexpr (has_scalar_state<A>) A::advance_scalar_state(o, step, std::span<double>(state));
+}
 // Algo::update takes StateSlots<T, N> (has_update: with N = std::size(slot_names)).
 template <class A, class T, std::size_t N> concept has_update_with_slots =
-    has_prepare<A, T> && requires(const decltype(A::template prepare<T>(std::declval<const typename A::Options&>(), 1)) & s,
-                                  T& p, T g, StateSlots<T, N> st) {
+    has_prepare<A, T> &&
+    requires(const decltype(prepare_step<A, T>(std::declval<const typename A::Options&>(), 1, {})) & s, T& p, T g, StateSlots<T, N> st) {
       A::template update<T>(s, p, g, st);
     };
 template <class A, class T> concept has_update = has_update_with_slots<A, T, std::size(A::slot_names)>;
@@ -133,7 +168,8 @@ template <class C> inline constexpr bool is_communicator_v = detail::has_comm_ca
 template <class A>
 concept Algorithm = detail::declares_elementwise<A> && detail::has_options<A> && detail::has_name<A> &&
                     detail::has_option_fields<A> && detail::has_slot_names<A> && detail::has_validate<A> &&
-                    detail::has_slot_used<A> && detail::has_update<A, float> && detail::has_update<A, double>;
+                    detail::has_slot_used<A> && (!detail::has_scalar_state<A> || detail::has_scalar_state_hooks<A>) &&
+                    detail::has_update<A, float> && detail::has_update<A, double>;
 
 /// @brief A sharding layout policy: a category tag, a name, a Strategy, a Reduction and
 /// `static Packing pack(std::span<const TensorInfo>, int world_size)`.
@@ -179,6 +215,14 @@ consteval bool check_algorithm() {
     static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo lacks 'static bool "
                                    "slot_used(const Options&, std::size_t)' or 'static double "
                                    "initial_value(const Options&, std::size_t)'.");
+  } else if constexpr (has_scalar_state<A> && !has_scalar_state_hooks<A>) {
+    static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo declares scalar_state_names but lacks "
+                                   "'static double initial_scalar_state(const Options&, std::size_t k)' or 'static void "
+                                   "advance_scalar_state(const Options&, std::int64_t step, std::span<double> state)'.");
+  } else if constexpr (has_scalar_state<A> && (!has_prepare<A, float> || !has_prepare<A, double>)) {
+    static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo declares scalar_state_names, so it needs "
+                                   "'template <class T> static Scalars prepare(const Options&, std::int64_t step, "
+                                   "std::span<const double> scalar_state)' (the per-step scalars, from the tensor's scalar state).");
   } else if constexpr (!has_prepare<A, float> || !has_prepare<A, double>) {
     static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo lacks 'template <class T> static "
                                    "Scalars prepare(const Options&, std::int64_t step)' (the per-step scalars).");
@@ -207,19 +251,31 @@ template <class A>
 struct safe_algorithm_traits {
   using options_type = invalid_policy_options;
   static constexpr std::size_t num_slots = 0;
+  static constexpr std::size_t num_scalar_states = 0;
 };
 template <class A>
   requires has_options<A> && has_slot_names<A>
 struct safe_algorithm_traits<A> {
   using options_type = typename A::Options;
   static constexpr std::size_t num_slots = std::size(A::slot_names);
+  static constexpr std::size_t num_scalar_states = [] {
+    if constexpr (has_scalar_state<A>) return std::size(A::scalar_state_names);
+    else return std::size_t{0};
+  }();
 };
 
 // The per-step scalars Algo::prepare<T> returns.
 template <class A, class T>
 struct scalars_of {
-  using type = decltype(A::template prepare<T>(std::declval<const typename A::Options&>(), std::int64_t{1}));
+  using type = decltype(prepare_step<A, T>(std::declval<const typename A::Options&>(), std::int64_t{1}, {}));
 };
+
+// The names of Algo's per-tensor scalar state (none unless it declares scalar_state_names).
+template <class A>
+constexpr std::span<const std::string_view> scalar_state_names_of() {
+  if constexpr (has_scalar_state<A>) return A::scalar_state_names;
+  else return {};
+}
 
 template <class L>
 consteval bool check_layout() {

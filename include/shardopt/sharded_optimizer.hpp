@@ -15,6 +15,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <map>
 #include <memory>
@@ -92,6 +93,8 @@ class ShardedOptimizer {
   using options_type = typename detail::safe_algorithm_traits<Algo>::options_type;  ///< the algorithm's options
   /// Number of state slots of the algorithm.
   static constexpr std::size_t num_slots = detail::safe_algorithm_traits<Algo>::num_slots;
+  /// Number of per-tensor scalar states of the algorithm (`Algo::scalar_state_names`; 0 without).
+  static constexpr std::size_t num_scalar_states = detail::safe_algorithm_traits<Algo>::num_scalar_states;
 
   /// @brief A param group: options and the names of its parameters.
   class ParamGroup {
@@ -272,6 +275,11 @@ class ShardedOptimizer {
   }
   /// Steps taken by parameter `name` (steps with its gradient present).
   std::int64_t step_count(const std::string& name) const { return params_[index_of(name, "step_count")].step; }
+  /// @brief The per-tensor scalar state `key` (one of `Algo::scalar_state_names`, e.g. NAdam's
+  /// `mu_product`) of parameter `name`, the same on every rank; its initial value under the
+  /// parameter's group options until the parameter's first step.
+  /// @throws InvalidArgument for an unknown name or key.
+  double scalar_state(const std::string& name, std::string_view key) const;
 
   /// @brief A host copy of the part of state slot `slot` of parameter `name` that this rank keeps,
   /// run `run` of it (0 for a whole tensor or the first local shard; see local_state_runs()); empty
@@ -294,9 +302,10 @@ class ShardedOptimizer {
   /// @brief This rank's optimizer state keyed by parameter names (local: not collective).
   ///
   /// Holds the algorithm's name, every param group (options and parameter names) and, for every
-  /// registered parameter, its dtype, global shape, step count and the parts of each existing
-  /// state slot that this rank keeps, at their offsets in the global tensor. Under DataParallel
-  /// and Replicated that is every slot whole; under FlatPartition and Chunk, this rank's share.
+  /// registered parameter, its dtype, global shape, step count, the parts of each existing
+  /// state slot that this rank keeps, at their offsets in the global tensor, and the algorithm's
+  /// per-tensor scalar state (whole: every rank keeps it). Under DataParallel and Replicated that
+  /// is every slot whole; under FlatPartition and Chunk, this rank's share.
   StateDict state_dict() const;
 
   /// @brief The whole optimizer state on every rank, every slot as one part covering the global
@@ -331,7 +340,8 @@ class ShardedOptimizer {
   /// @brief Writes the whole optimizer state to one safetensors file at `path` (collective).
   ///
   /// Each state slot is stored as its global tensor `state.<name>.<slot>` (the parameter's dtype),
-  /// each step count as the int64 scalar `state.<name>.step`; the algorithm and the param groups
+  /// each step count as the int64 scalar `state.<name>.step`, each per-tensor scalar state (e.g.
+  /// NAdam's `mu_product`) as the float64 scalar `state.<name>.<key>`; the algorithm and the param groups
   /// (options and names) are in the header's `__metadata__`. Every rank writes the elements it
   /// keeps directly at their offsets (with MPI-IO where the Comm offers `open_shared`, as comm::Mpi
   /// does; with pwrite otherwise). The write is atomic: a temporary file next to `path` is
@@ -478,8 +488,10 @@ class ShardedOptimizer {
   // ---- the step (detail/optimizer/step.hpp) ---------------------------------------------------------
 
   void step_after(detail::LocalError err, std::exception_ptr thrown);
+  std::vector<std::vector<double>> advanced_scalar_state() const;
   template <class T>
-  void step_lane(Lane<T>& plan);
+  void step_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next);
+
   // Through a class template, so that a wrong Algo is not looked into before step() is used.
   template <class T>
   using Scalars = typename detail::scalars_of<Algo, T>::type;
@@ -515,6 +527,7 @@ class ShardedOptimizer {
     std::vector<options_type> options;                 // per group
     std::vector<std::int64_t> steps;                   // per parameter
     std::vector<std::array<bool, num_slots>> present;  // per parameter: slots it brings
+    std::vector<std::vector<double>> scalar_state;     // per parameter: its scalar state (empty before its first step)
   };
   template <class T>
   std::vector<T> gather_param(const Lane<T>& plan, std::size_t i, std::size_t k);
@@ -533,6 +546,9 @@ class ShardedOptimizer {
 
   std::string slot_key(std::size_t i, std::size_t k) const { return detail::slot_key(params_[i].name, Algo::slot_names[k]); }
   std::string step_key(std::size_t i) const { return detail::step_key(params_[i].name); }
+  std::string scalar_key(std::size_t i, std::size_t k) const {
+    return detail::slot_key(params_[i].name, detail::scalar_state_names_of<Algo>()[k]);
+  }
   // Whether this rank writes run r to a checkpoint: each element is written by exactly one rank.
   bool writes(std::size_t i, const StateRun& r) const {
     if (!params_[i].shards.empty()) return true;                       // shards tile the tensor: the holder writes

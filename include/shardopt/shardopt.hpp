@@ -24,6 +24,7 @@
 #include <shardopt/algo/adam.hpp>
 #include <shardopt/algo/adamax.hpp>
 #include <shardopt/algo/adamw.hpp>
+#include <shardopt/algo/nadam.hpp>
 #include <shardopt/algo/radam.hpp>
 #include <shardopt/algo/rmsprop.hpp>
 #include <shardopt/algo/sgd.hpp>

@@ -22,12 +22,16 @@ struct StatePart {
   std::vector<double> values;  ///< the elements from `offset` on
 };
 
-/// @brief The state of one parameter: its step count and the state slots that exist.
+/// @brief The state of one parameter: its step count, the state slots that exist and the
+/// algorithm's per-tensor scalar state.
 struct ParamState {
   std::string dtype;                                   ///< "float32" or "float64"
   std::vector<std::int64_t> shape;                     ///< the parameter's global shape
   std::int64_t step = 0;                               ///< steps the parameter took
   std::map<std::string, std::vector<StatePart>> slots;  ///< by torch's state key: the parts held here
+  /// The per-tensor scalar state by torch's state key (e.g. NAdam's `mu_product`), whole on every
+  /// rank; present once the parameter took a step, for algorithms that keep one.
+  std::map<std::string, double> scalars;
   /// Number of elements of the global tensor.
   std::int64_t numel() const { return detail::numel(shape); }
 };

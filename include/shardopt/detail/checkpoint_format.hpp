@@ -6,12 +6,14 @@
 /// StateDict without values, and the checksums summed over ranks. Pure functions of the file and
 /// the Comm; ShardedOptimizer::save() and load() (detail/optimizer/checkpoint.hpp) use them.
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <map>
 #include <set>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -56,10 +58,11 @@ inline std::map<std::string, std::string> checksums_of(const st::Header& h, cons
   st::fail(path, "the data of " + tensors + " does not match its checksum (written incompletely, or changed since)");
 }
 
-/// The state a checkpoint holds, without values: algorithm, groups, steps (checked against `sums`,
+/// The state a checkpoint holds, without the slots' values: algorithm, groups, steps and the
+/// per-tensor scalar state named in `scalar_names` (float64 scalars; both checked against `sums`,
 /// the file's checksums_of), slots present.
 inline StateDict dict_from_header(const st::File& file, const st::Header& h, const std::map<std::string, std::string>& sums,
-                                  const std::string& path) {
+                                  const std::string& path, std::span<const std::string_view> scalar_names = {}) {
   auto meta = [&](const char* key) {
     auto it = h.metadata.find(key);
     if (it == h.metadata.end()) st::fail(path, std::string("not a shardopt checkpoint: __metadata__ has no ") + key);
@@ -105,6 +108,16 @@ inline StateDict dict_from_header(const st::File& file, const st::Header& h, con
       with_step.insert(name);
       continue;
     }
+    if (std::find(scalar_names.begin(), scalar_names.end(), what) != scalar_names.end()) {
+      if (t.dtype != "F64" || !t.shape.empty()) st::fail(path, "tensor " + quote(key) + " is not a float64 scalar");
+      double v = 0;
+      file.read_at(&v, 8, h.data_start + t.begin);
+      st::Checksum sum;
+      sum.add(0, &v, 1);
+      if (!sums.empty() && sums.at(key) != sum.hex()) checksum_mismatch(path, quote(key));
+      ps.scalars[what] = v;
+      continue;
+    }
     const auto dtype = dtype_of_file(t.dtype);
     if (!dtype) {
       std::string known;
@@ -148,6 +161,7 @@ inline std::string describe_incoming(const StateDict& sd) {
   for (const auto& [name, ps] : sd.state) {
     d += "loading " + name + " step=" + std::to_string(ps.step) + " slots=";
     for (const auto& [slot, parts] : ps.slots) d += slot + ",";
+    for (const auto& [key, value] : ps.scalars) d += " " + key + "=" + fmt(value);
     d += "\n";
   }
   return d;

@@ -8,6 +8,7 @@
 
 #include <Kokkos_Core.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <concepts>
@@ -50,7 +51,10 @@ using bundled_layouts = std::tuple<layout::Replicated, layout::DataParallel, lay
 /// element: it updates `param` (a `T&`) and `state` (a `std::span<T>` with one value per entry of
 /// `Algo::slot_names`, starting at `Algo::initial_value`) from `grad` (a `T`), for T = float and
 /// double. A generic lambda (`auto` parameters) does both; a function of double only is run in
-/// double and rounded for float parameters.
+/// double and rounded for float parameters. For an algorithm with per-tensor scalar state
+/// (`Algo::scalar_state_names`) the function takes a sixth argument, that state of the
+/// one-element tensor as a `std::span<double>` (starting at `Algo::initial_scalar_state`), and
+/// updates it too: it is compared with the optimizer's, bit for bit.
 ///
 /// `tolerance` empty (the default) demands the same bits wherever the reference computes in the
 /// parameter's own type: a policy that follows torch's formulas in torch's order matches them
@@ -104,8 +108,19 @@ auto as_scalar_reference(F f) {
   else return ScalarReference<F>{std::move(f), std::nullopt};
 }
 
+// A reference of an algorithm with per-tensor scalar state takes that state too, as a std::span<double>.
 template <class F, class Algo, class T>
-concept reference_for = std::invocable<const F&, const typename Algo::Options&, std::int64_t, T&, T, std::span<T>>;
+concept reference_for =
+    (!shardopt::detail::has_scalar_state<Algo> && std::invocable<const F&, const typename Algo::Options&, std::int64_t, T&, T, std::span<T>>) ||
+    (shardopt::detail::has_scalar_state<Algo> &&
+     std::invocable<const F&, const typename Algo::Options&, std::int64_t, T&, T, std::span<T>, std::span<double>>);
+
+template <class Algo, class F, class T>
+void call_reference(const F& f, const typename Algo::Options& o, std::int64_t step, T& p, T g, std::span<T> state,
+                    [[maybe_unused]] std::vector<double>& scalar_state) {
+  if constexpr (shardopt::detail::has_scalar_state<Algo>) f(o, step, p, g, state, std::span<double>(scalar_state));
+  else f(o, step, p, g, state);
+}
 
 // Counts the members of an aggregate by brace-initializing it with ever more arguments.
 struct any_field {
@@ -155,8 +170,9 @@ std::vector<typename detail::safe_options<Algo>::type> with_defaults(std::vector
 
 /// @brief What an algorithm declares: a non-empty name; option names that are unique identifiers
 /// naming distinct members, one for every member of `Options`; slot names that are unique, not empty
-/// and free of '.' and spaces (checkpoint keys are `state.<param>.<slot>`); finite initial values;
-/// per-step scalars that can be copied into a device kernel (trivially copyable).
+/// and free of '.' and spaces (checkpoint keys are `state.<param>.<slot>`); scalar state names
+/// (if any) as well, other than `step` and the slot names; finite initial values; per-step scalars
+/// that can be copied into a device kernel (trivially copyable).
 template <class Algo>
 Findings check_algorithm_declaration(std::span<const typename Algo::Options> options) {
   Findings f;
@@ -206,6 +222,24 @@ Findings check_algorithm_declaration(std::span<const typename Algo::Options> opt
     for (std::size_t j = 0; j < k; ++j)
       if (s == Algo::slot_names[j]) f.add(a + ": slot_names lists the slot '" + std::string(s) + "' twice.");
   }
+  // Per-tensor scalar state: saved as state.<param>.<key> beside the slots and the step.
+  const auto scalar_names = shardopt::detail::scalar_state_names_of<Algo>();
+  for (std::size_t k = 0; k < scalar_names.size(); ++k) {
+    const std::string_view s = scalar_names[k];
+    const bool bad_char = std::find_if(s.begin(), s.end(), [](char c) { return c == '.' || std::isspace(static_cast<unsigned char>(c)); }) != s.end();
+    if (s.empty() || bad_char)
+      f.add(a + ": scalar_state_names[" + std::to_string(k) + "] '" + std::string(s) +
+            "' is empty or contains '.' or white space (checkpoints name tensors state.<param>.<key>).");
+    if (s == "step") f.add(a + ": scalar_state_names lists 'step', the name of the step count every parameter keeps.");
+    for (std::size_t j = 0; j < k; ++j)
+      if (s == scalar_names[j]) f.add(a + ": scalar_state_names lists '" + std::string(s) + "' twice.");
+    for (const auto& slot : Algo::slot_names)
+      if (s == slot) f.add(a + ": '" + std::string(s) + "' is both a state slot and a scalar state.");
+  }
+  for (const auto& o : options)
+    for (const double v : shardopt::detail::initial_scalar_state_of<Algo>(o))
+      if (!std::isfinite(v))
+        f.add(a + ": initial_scalar_state() is not finite for options {" + describe_options<Algo>(o) + "}.");
   for (const auto& o : options)
     for (std::size_t k = 0; k < Algo::slot_names.size(); ++k)
       if (Algo::slot_used(o, k) && !std::isfinite(Algo::initial_value(o, k)))
@@ -303,7 +337,8 @@ Findings check_scalar_definition(const Ref& reference_or_function, std::span<con
   using F = decltype(reference.function);
   static_assert(detail::reference_for<F, Algo, double>,
                 "shardopt::testing: the scalar reference must be callable as f(const Algo::Options&, std::int64_t step, T& param, "
-                "T grad, std::span<T> state) with T = double (and ideally float too: a generic lambda with auto parameters).");
+                "T grad, std::span<T> state) with T = double (and ideally float too: a generic lambda with auto parameters); "
+                "for an algorithm with scalar_state_names, with a sixth argument std::span<double> scalar_state.");
   Findings out = detail::not_run_if_unused_slots_touched<Algo>(options, "The comparison with the scalar reference");
   if (!out.empty()) return out;
   constexpr std::size_t n_slots = std::size(Algo::slot_names);
@@ -332,17 +367,20 @@ Findings check_scalar_definition(const Ref& reference_or_function, std::span<con
         std::vector<std::vector<T>> state(initial.size(), std::vector<T>(n_slots));
         for (std::size_t e = 0; e < initial.size(); ++e)
           for (std::size_t k = 0; k < n_slots; ++k) state[e][k] = T(Algo::initial_value(o, k));
+        std::vector<std::vector<double>> scalar_state(initial.size(), shardopt::detail::initial_scalar_state_of<Algo>(o));
+        const auto scalar_names = shardopt::detail::scalar_state_names_of<Algo>();
         for (int k = 1; k <= steps; ++k) {
           for (std::size_t e = 0; e < initial.size(); ++e) detail::from_host(g[e], std::vector<T>{detail::scalar_check_grad<T>(e, k)});
           opt.step();
           for (std::size_t e = 0; e < initial.size(); ++e) {
             const T before = p[e], ge = detail::scalar_check_grad<T>(e, k);
             if constexpr (in_T) {
-              reference.function(o, static_cast<std::int64_t>(k), p[e], ge, std::span<T>(state[e]));
+              detail::call_reference<Algo>(reference.function, o, static_cast<std::int64_t>(k), p[e], ge, std::span<T>(state[e]), scalar_state[e]);
             } else {
               double pd = p[e];
               std::vector<double> sd(state[e].begin(), state[e].end());
-              reference.function(o, static_cast<std::int64_t>(k), pd, static_cast<double>(ge), std::span<double>(sd));
+              detail::call_reference<Algo>(reference.function, o, static_cast<std::int64_t>(k), pd, static_cast<double>(ge), std::span<double>(sd),
+                                           scalar_state[e]);
               p[e] = T(pd);
               for (std::size_t s = 0; s < n_slots; ++s) state[e][s] = T(sd[s]);
             }
@@ -365,6 +403,12 @@ Findings check_scalar_definition(const Ref& reference_or_function, std::span<con
                 diff += "\n    - state '" + std::string(Algo::slot_names[s]) + "': got " + describe_value(v[0]) + ", expected " +
                         describe_value(state[e][s]) + " (" + apart(v[0], state[e][s]) + ")";
               }
+            }
+            for (std::size_t s = 0; s < scalar_names.size(); ++s) {
+              const double v = opt.scalar_state(name, scalar_names[s]), want = scalar_state[e][s];
+              if (!within(v, want, Tolerance{}))
+                diff += "\n    - scalar state '" + std::string(scalar_names[s]) + "': got " + describe_value(v) + ", expected " +
+                        describe_value(want) + " (advance_scalar_state() must compute what the scalar reference computes)";
             }
             if (diff.empty()) continue;
             f.add(context + ": step " + std::to_string(k) + " of the one-element parameter '" + name + "' (param " +

@@ -26,8 +26,8 @@
 namespace shardopt::testing {
 
 /// @brief The differences between two state dicts: algorithm, param groups (options by name and
-/// parameter names), and per parameter dtype, shape, step count and the values of every slot
-/// (parts merged, compared bit for bit). Empty if they hold the same state.
+/// parameter names), and per parameter dtype, shape, step count, the values of every slot (parts
+/// merged, compared bit for bit) and the scalar state (bit for bit). Empty if they hold the same state.
 inline std::vector<std::string> state_dict_differences(const StateDict& got, const StateDict& expected) {
   std::vector<std::string> out;
   using shardopt::detail::fmt;
@@ -82,6 +82,14 @@ inline std::vector<std::string> state_dict_differences(const StateDict& got, con
     }
     for (const auto& [slot, parts] : s.slots)
       if (!e.slots.count(slot)) out.push_back(p + "an extra state slot " + quote(slot));
+    for (const auto& [key, v] : e.scalars) {
+      auto si = s.scalars.find(key);
+      if (si == s.scalars.end()) out.push_back(p + "no scalar state " + quote(key));
+      else if (ulp_distance(si->second, v) != 0)
+        out.push_back(p + "scalar state " + quote(key) + " is " + describe_value(si->second) + " instead of " + describe_value(v));
+    }
+    for (const auto& [key, v] : s.scalars)
+      if (!e.scalars.count(key)) out.push_back(p + "an extra scalar state " + quote(key));
   }
   for (const auto& [name, s] : got.state)
     if (!expected.state.count(name)) out.push_back("state for an unknown parameter " + quote(name));

@@ -16,6 +16,7 @@
 #include <shardopt/algo/adagrad.hpp>
 #include <shardopt/algo/adam.hpp>
 #include <shardopt/algo/adamw.hpp>
+#include <shardopt/algo/nadam.hpp>
 #include <shardopt/algo/rmsprop.hpp>
 #include <shardopt/algo/sgd.hpp>
 #include <shardopt/concepts.hpp>
@@ -28,7 +29,7 @@
 namespace shardopt::testing {
 
 /// @brief Every bundled algorithm: a layout must give the same bits as one process under each.
-using bundled_algorithms = std::tuple<algo::SGD, algo::Adagrad, algo::Adam, algo::AdamW, algo::RMSprop, algo::Adamax, algo::RAdam>;
+using bundled_algorithms = std::tuple<algo::SGD, algo::Adagrad, algo::Adam, algo::AdamW, algo::RMSprop, algo::Adamax, algo::RAdam, algo::NAdam>;
 
 /// @brief Options of a bundled algorithm that switch on every state slot and branch it has
 /// (momentum, weight decay, amsgrad, centered, lr_decay, ...), and its defaults.

@@ -162,8 +162,10 @@ Findings check_unused_slots_not_touched(std::span<const typename Algo::Options> 
             used[k] = T(Algo::initial_value(o, k));
             st.base[k] = Algo::slot_used(o, k) ? &used[k] : static_cast<T*>(pages.page(k));
           }
+          std::vector<double> scalar_state = shardopt::detail::initial_scalar_state_of<Algo>(o);
           for (std::int64_t step = 1; step <= 3; ++step) {
-            const auto scalars = Algo::template prepare<T>(o, step);
+            shardopt::detail::advance_scalar_state_of<Algo>(o, step, scalar_state);
+            const auto scalars = shardopt::detail::prepare_step<Algo, T>(o, step, scalar_state);
             const T grad = T(step == 2 ? 0.0 : start[1] + 0.5 * static_cast<double>(step));
             const T before = param;
             auto call = [&] { Algo::template update<T>(scalars, param, grad, st); };

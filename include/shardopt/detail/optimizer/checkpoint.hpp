@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #pragma once
 /// @file
-/// @brief ShardedOptimizer: save() and load(): the checkpoint file header, the atomic write protocol, each
+/// @brief ShardedOptimizer: save() and load(): the checkpoint file header (the slots, step counts and scalar state), the atomic write protocol, each
 /// rank writing and reading only the elements it keeps, and the checksums.
 /// Part of shardopt/sharded_optimizer.hpp, which declares these members and includes this file.
 
@@ -58,8 +58,12 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::save(const std::string& pa
     const std::string head = detail::st::encode(layout.header);
     f.write_at(head.data(), head.size(), 0);
     f.resize(layout.header.data_start + layout.header.data_size);
-    for (std::size_t i = 0; i < params_.size(); ++i)
+    for (std::size_t i = 0; i < params_.size(); ++i) {
       f.write_at(&params_[i].step, 8, layout.header.data_start + layout.header.tensors.at(step_key(i)).begin);
+      if (params_[i].step > 0)
+        for (std::size_t k = 0; k < num_scalar_states; ++k)
+          f.write_at(&params_[i].scalar_state[k], 8, layout.header.data_start + layout.header.tensors.at(scalar_key(i, k)).begin);
+    }
     checkpoint_hook("header_written");
     f.close();
   });
@@ -140,7 +144,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::load(const std::string& pa
     file.emplace(path, O_RDONLY);
     header = detail::st::read_header(*file, path);
     checksums = detail::checksums_of(header, path);
-    sd = detail::dict_from_header(*file, header, checksums, path);
+    sd = detail::dict_from_header(*file, header, checksums, path, detail::scalar_state_names_of<Algo>());
     in = check_incoming(sd, false, where);
   } catch (const InvalidArgument& e) {
     err = {detail::LocalError::invalid_argument, e.what()};
@@ -173,6 +177,11 @@ detail::FileLayout ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::file_layout(
     }
     f.header.tensors[step_key(i)] = {"I64", {}, at, at + 8};
     at += 8;
+    if (params_[i].step > 0)
+      for (std::size_t k = 0; k < num_scalar_states; ++k) {
+        f.header.tensors[scalar_key(i, k)] = {"F64", {}, at, at + 8};
+        at += 8;
+      }
   }
   nlohmann::json groups = nlohmann::json::array();
   for (const auto& g : groups_) {
@@ -186,6 +195,12 @@ detail::FileLayout ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::file_layout(
     detail::st::Checksum step;
     step.add(0, &params_[i].step, 1);
     f.checksums[step_key(i)] = step.hex();
+    if (params_[i].step > 0)
+      for (std::size_t k = 0; k < num_scalar_states; ++k) {
+        detail::st::Checksum sum;
+        sum.add(0, &params_[i].scalar_state[k], 1);
+        f.checksums[scalar_key(i, k)] = sum.hex();
+      }
     for (std::size_t k = 0; k < num_slots; ++k)
       if (params_[i].initialized[k]) f.checksums[slot_key(i, k)] = detail::st::checksum_placeholder;
   }

@@ -30,6 +30,18 @@ std::vector<T> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::local_state(cons
 }
 
 template <class Algo, class Layout, class Comm, class ExecSpace>
+double ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::scalar_state(const std::string& name, std::string_view key) const {
+  const auto& p = params_[index_of(name, "scalar_state")];
+  const auto names = detail::scalar_state_names_of<Algo>();
+  for (std::size_t k = 0; k < names.size(); ++k)
+    if (names[k] == key) return p.step > 0 ? p.scalar_state[k] : detail::initial_scalar_state_of<Algo>(groups_[p.group].options)[k];
+  std::string known;
+  for (const auto& n : names) known += (known.empty() ? "" : ", ") + std::string(n);
+  throw InvalidArgument("scalar_state(" + detail::quote(name) + "): " + std::string(Algo::name) + " keeps no scalar state " +
+                        detail::quote(std::string(key)) + (known.empty() ? std::string(" (it keeps none)") : " (it keeps " + known + ")"));
+}
+
+template <class Algo, class Layout, class Comm, class ExecSpace>
 template <class T>
 std::vector<T> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::gathered_state(const std::string& name, std::string_view slot) {
   require_live("gathered_state");
@@ -125,6 +137,8 @@ StateDict ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::skeleton() const {
     ps.dtype = detail::dtype_name(p.dtype);
     ps.shape = p.shape;
     ps.step = p.step;
+    if (p.step > 0)
+      for (std::size_t k = 0; k < num_scalar_states; ++k) ps.scalars[std::string(detail::scalar_state_names_of<Algo>()[k])] = p.scalar_state[k];
     sd.state.emplace(p.name, std::move(ps));
   }
   return sd;
@@ -219,6 +233,7 @@ auto ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::check_incoming(const State
     const std::string pp = "parameter " + detail::quote(p.name) + ": ";
     in.steps.push_back(0);
     in.present.push_back({});
+    in.scalar_state.push_back({});
     auto it = sd.state.find(p.name);
     if (it == sd.state.end()) {
       problems.push_back(pp + "no state for it");
@@ -248,6 +263,19 @@ auto ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::check_incoming(const State
           break;
         }
     }
+    // The scalar state: all of it once the parameter took a step, none before.
+    const auto scalar_names = detail::scalar_state_names_of<Algo>();
+    for (const auto& [key, value] : ps.scalars)
+      if (std::find(scalar_names.begin(), scalar_names.end(), key) == scalar_names.end())
+        problems.push_back(pp + "unknown scalar state " + detail::quote(key) + " for " + std::string(Algo::name));
+      else if (ps.step == 0)
+        problems.push_back(pp + "the state has scalar state " + detail::quote(key) + " but step 0 (it starts at its initial value at the first step)");
+    if (ps.step > 0)
+      for (const auto& key : scalar_names) {
+        auto v = ps.scalars.find(std::string(key));
+        if (v == ps.scalars.end()) problems.push_back(pp + "scalar state " + std::string(key) + " is missing (the parameter took " + std::to_string(ps.step) + " step(s))");
+        else in.scalar_state.back().push_back(v->second);
+      }
     // A parameter has all of its state or none: a slot missing whole would silently restart at
     // its initial value while the step count goes on.
     const auto& present = in.present.back();
@@ -385,6 +413,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::commit_loaded(const Incomi
   for (std::size_t i = 0; i < params_.size(); ++i) {
     params_[i].step = in.steps[i];
     params_[i].initialized = in.present[i];
+    params_[i].scalar_state = in.scalar_state[i];
   }
   for (std::size_t g = 0; g < groups_.size(); ++g) groups_[g].options = in.options[g];
 }

@@ -12,10 +12,13 @@ namespace shardopt {
 // step() after a closure (whose failure, if any, is `err`, and `thrown` on this rank).
 template <class Algo, class Layout, class Comm, class ExecSpace>
 void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_after(detail::LocalError err, std::exception_ptr thrown) {
+  // Each stepped parameter's scalar state after this step (committed with the step counts).
+  std::vector<std::vector<double>> next(params_.size());
   if (!err) {
     try {
       validate_groups();
       check_absent_gradients();
+      next = advanced_scalar_state();
     } catch (const InvalidArgument& e) {
       err = {detail::LocalError::invalid_argument, e.what()};
     } catch (const std::exception& e) {
@@ -29,31 +32,56 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_after(detail::LocalEr
     throw;
   }
   replan_if_needed();
-  detail::for_each_lane(lanes_, [&](auto& lane) { step_lane(lane); });
-  for (auto& p : params_)
-    if (p.grad_present) ++p.step;
+  detail::for_each_lane(lanes_, [&](auto& lane) { step_lane(lane, next); });
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    if (!params_[i].grad_present) continue;
+    ++params_[i].step;
+    params_[i].scalar_state = std::move(next[i]);
+  }
+}
+
+// The scalar state each parameter whose gradient is present has after this step: Algo's
+// advance_scalar_state from its state (its initial values at the first step). Nothing for
+// algorithms without one.
+template <class Algo, class Layout, class Comm, class ExecSpace>
+std::vector<std::vector<double>> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::advanced_scalar_state() const {
+  std::vector<std::vector<double>> next(params_.size());
+  if constexpr (num_scalar_states > 0) {
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto& p = params_[i];
+      if (!p.grad_present) continue;
+      const options_type& o = groups_[p.group].options;
+      next[i] = p.step > 0 ? p.scalar_state : detail::initial_scalar_state_of<Algo>(o);
+      detail::advance_scalar_state_of<Algo>(o, p.step + 1, next[i]);
+    }
+  }
+  return next;
 }
 
 // One step of the element type T: each bucket in turn (pack, reduce, update, and under a
 // partitioned strategy the all-gather and unpack), then the runs stepped in place in one launch.
 template <class Algo, class Layout, class Comm, class ExecSpace>
 template <class T>
-void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_lane(Lane<T>& plan) {
+void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next) {
   init_state(plan);
-  // The scalars of each (group, step) pair, computed once: parameters usually share both.
+  // The scalars of each (group, step, scalar state) triple, computed once: parameters usually
+  // share all three (a scalar state by its bits).
   std::vector<Scalars<T>> scalars;
-  std::map<std::pair<std::size_t, std::int64_t>, unsigned> scalar_index;
-  std::pair<std::size_t, std::int64_t> last_key{SIZE_MAX, -1};
+  using Key = std::tuple<std::size_t, std::int64_t, std::vector<std::uint64_t>>;
+  std::map<Key, unsigned> scalar_index;
+  Key last_key{SIZE_MAX, -1, {}};
   unsigned last = 0;
   auto segment = [&](const Param& prm, std::int64_t state_offset, std::size_t length) {
     detail::Segment<T, num_slots> s{};
     s.size = length;
-    const std::pair<std::size_t, std::int64_t> key{prm.group, prm.step};
+    const std::vector<double>& state = next[static_cast<std::size_t>(&prm - params_.data())];
+    Key key{prm.group, prm.step, std::vector<std::uint64_t>(state.size())};
+    for (std::size_t k = 0; k < state.size(); ++k) std::memcpy(&std::get<2>(key)[k], &state[k], sizeof(double));
     if (key != last_key) {
       auto [it, added] = scalar_index.try_emplace(key, static_cast<unsigned>(scalars.size()));
-      if (added) scalars.push_back(Algo::template prepare<T>(groups_[prm.group].options, prm.step + 1));
+      if (added) scalars.push_back(detail::prepare_step<Algo, T>(groups_[prm.group].options, prm.step + 1, state));
       last = it->second;
-      last_key = key;
+      last_key = std::move(key);
     }
     s.scalars = last;
     s.grad_divisor = T(1);
