@@ -61,7 +61,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::save(const std::string& pa
     for (std::size_t i = 0; i < params_.size(); ++i) {
       f.write_at(&params_[i].step, 8, layout.header.data_start + layout.header.tensors.at(step_key(i)).begin);
       if (params_[i].step > 0)
-        for (std::size_t k = 0; k < num_scalar_states; ++k)
+        for (std::size_t k = 0; k < params_[i].scalar_state.size(); ++k)
           f.write_at(&params_[i].scalar_state[k], 8, layout.header.data_start + layout.header.tensors.at(scalar_key(i, k)).begin);
     }
     checkpoint_hook("header_written");
@@ -178,7 +178,7 @@ detail::FileLayout ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::file_layout(
     f.header.tensors[step_key(i)] = {"I64", {}, at, at + 8};
     at += 8;
     if (params_[i].step > 0)
-      for (std::size_t k = 0; k < num_scalar_states; ++k) {
+      for (std::size_t k = 0; k < params_[i].scalar_state.size(); ++k) {
         f.header.tensors[scalar_key(i, k)] = {"F64", {}, at, at + 8};
         at += 8;
       }
@@ -196,7 +196,7 @@ detail::FileLayout ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::file_layout(
     step.add(0, &params_[i].step, 1);
     f.checksums[step_key(i)] = step.hex();
     if (params_[i].step > 0)
-      for (std::size_t k = 0; k < num_scalar_states; ++k) {
+      for (std::size_t k = 0; k < params_[i].scalar_state.size(); ++k) {
         detail::st::Checksum sum;
         sum.add(0, &params_[i].scalar_state[k], 1);
         f.checksums[scalar_key(i, k)] = sum.hex();

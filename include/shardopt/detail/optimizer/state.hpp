@@ -138,7 +138,7 @@ StateDict ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::skeleton() const {
     ps.shape = p.shape;
     ps.step = p.step;
     if (p.step > 0)
-      for (std::size_t k = 0; k < num_scalar_states; ++k) ps.scalars[std::string(detail::scalar_state_names_of<Algo>()[k])] = p.scalar_state[k];
+      for (std::size_t k = 0; k < p.scalar_state.size(); ++k) ps.scalars[std::string(detail::scalar_state_names_of<Algo>()[k])] = p.scalar_state[k];
     sd.state.emplace(p.name, std::move(ps));
   }
   return sd;
