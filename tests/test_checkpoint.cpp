@@ -188,6 +188,20 @@ struct FileSizeLimit {
   }
 };
 
+// load_state_dict(sd) throws InvalidArgument holding every phrase, and the state stays `before`.
+template <class Opt>
+void expect_rejected(Opt& opt, const so::StateDict& sd, const std::vector<std::string>& phrases, const so::StateDict& before) {
+  bool thrown = false;
+  try {
+    opt.load_state_dict(sd);
+  } catch (const so::InvalidArgument& e) {
+    thrown = true;
+    for (const auto& p : phrases) BOOST_TEST(std::string(e.what()).find(p) != std::string::npos, "'" << p << "' not in: " << e.what());
+  }
+  BOOST_TEST(thrown);
+  check_same(before, opt.full_state_dict(), "unchanged");
+}
+
 template <class F>
 void for_each_layout(F&& f) {
   std::apply([&](auto... l) { (f(l), ...); }, Layouts{});
@@ -423,15 +437,7 @@ BOOST_AUTO_TEST_CASE(load_state_dict_rejects_what_does_not_fit) {
   for (int k = 1; k <= 2; ++k) m.step(k);
   const auto before = m.opt->full_state_dict();
   auto expect_error = [&](const so::StateDict& sd, std::vector<std::string> phrases) {
-    bool thrown = false;
-    try {
-      m.opt->load_state_dict(sd);
-    } catch (const so::InvalidArgument& e) {
-      thrown = true;
-      for (const auto& p : phrases) BOOST_TEST(std::string(e.what()).find(p) != std::string::npos, "'" << p << "' not in: " << e.what());
-    }
-    BOOST_TEST(thrown);
-    check_same(before, m.opt->full_state_dict(), "unchanged");
+    expect_rejected(*m.opt, sd, phrases, before);
     BOOST_TEST(m.opt->param_groups()[0].options.lr == 0.05);
   };
   auto sd = before;
@@ -512,17 +518,7 @@ BOOST_AUTO_TEST_CASE(per_tensor_scalar_state_travels_with_the_state) {
 
   // What does not fit is rejected, naming it, with nothing changed.
   const auto before = third.opt->full_state_dict();
-  auto expect_error = [&](const so::StateDict& bad, std::vector<std::string> phrases) {
-    bool thrown = false;
-    try {
-      third.opt->load_state_dict(bad);
-    } catch (const so::InvalidArgument& e) {
-      thrown = true;
-      for (const auto& p : phrases) BOOST_TEST(std::string(e.what()).find(p) != std::string::npos, "'" << p << "' not in: " << e.what());
-    }
-    BOOST_TEST(thrown);
-    check_same(before, third.opt->full_state_dict(), "unchanged");
-  };
+  auto expect_error = [&](const so::StateDict& bad, std::vector<std::string> phrases) { expect_rejected(*third.opt, bad, phrases, before); };
   auto bad = before;
   bad.state.at("a").scalars.erase("mu_product");
   bad.state.at("b").scalars["nu_product"] = 0.5;

@@ -245,6 +245,13 @@ consteval bool check_algorithm() {
 template <class C>
 concept host_memory_comm = requires { C::host_memory_only; } && static_cast<bool>(C::host_memory_only);
 
+// The names of Algo's per-tensor scalar state (none unless it declares scalar_state_names).
+template <class A>
+constexpr std::span<const std::string_view> scalar_state_names_of() {
+  if constexpr (has_scalar_state<A>) return A::scalar_state_names;
+  else return {};
+}
+
 // Stand-ins that keep a wrong Algo from cascading into further errors after its one message.
 struct invalid_policy_options {};
 template <class A>
@@ -258,10 +265,7 @@ template <class A>
 struct safe_algorithm_traits<A> {
   using options_type = typename A::Options;
   static constexpr std::size_t num_slots = std::size(A::slot_names);
-  static constexpr std::size_t num_scalar_states = [] {
-    if constexpr (has_scalar_state<A>) return std::size(A::scalar_state_names);
-    else return std::size_t{0};
-  }();
+  static constexpr std::size_t num_scalar_states = scalar_state_names_of<A>().size();
 };
 
 // The per-step scalars Algo::prepare<T> returns.
@@ -269,13 +273,6 @@ template <class A, class T>
 struct scalars_of {
   using type = decltype(prepare_step<A, T>(std::declval<const typename A::Options&>(), std::int64_t{1}, {}));
 };
-
-// The names of Algo's per-tensor scalar state (none unless it declares scalar_state_names).
-template <class A>
-constexpr std::span<const std::string_view> scalar_state_names_of() {
-  if constexpr (has_scalar_state<A>) return A::scalar_state_names;
-  else return {};
-}
 
 template <class L>
 consteval bool check_layout() {

@@ -93,6 +93,13 @@ inline StateDict dict_from_header(const st::File& file, const st::Header& h, con
     sd.param_groups.push_back(std::move(pg));
   }
   std::set<std::string> with_step;
+  // An 8-byte scalar (the step count, a scalar state) read into `value` and checked against its checksum.
+  auto read_scalar = [&](const std::string& key, const st::Tensor& t, auto& value) {
+    file.read_at(&value, 8, h.data_start + t.begin);
+    st::Checksum sum;
+    sum.add(0, &value, 1);
+    if (!sums.empty() && sums.at(key) != sum.hex()) checksum_mismatch(path, quote(key));
+  };
   for (const auto& [key, t] : h.tensors) {
     const auto dot = key.rfind('.');
     if (key.rfind("state.", 0) != 0 || dot == std::string::npos || dot <= 6)
@@ -101,21 +108,13 @@ inline StateDict dict_from_header(const st::File& file, const st::Header& h, con
     auto& ps = sd.state[name];
     if (what == "step") {
       if (t.dtype != "I64" || !t.shape.empty()) st::fail(path, "tensor " + quote(key) + " is not an int64 scalar");
-      file.read_at(&ps.step, 8, h.data_start + t.begin);
-      st::Checksum step;
-      step.add(0, &ps.step, 1);
-      if (!sums.empty() && sums.at(key) != step.hex()) checksum_mismatch(path, quote(key));
+      read_scalar(key, t, ps.step);
       with_step.insert(name);
       continue;
     }
     if (std::find(scalar_names.begin(), scalar_names.end(), what) != scalar_names.end()) {
       if (t.dtype != "F64" || !t.shape.empty()) st::fail(path, "tensor " + quote(key) + " is not a float64 scalar");
-      double v = 0;
-      file.read_at(&v, 8, h.data_start + t.begin);
-      st::Checksum sum;
-      sum.add(0, &v, 1);
-      if (!sums.empty() && sums.at(key) != sum.hex()) checksum_mismatch(path, quote(key));
-      ps.scalars[what] = v;
+      read_scalar(key, t, ps.scalars[what]);
       continue;
     }
     const auto dtype = dtype_of_file(t.dtype);

@@ -48,7 +48,7 @@ struct Param {
   std::int64_t step = 0;
   bool grad_present = true;
   std::array<bool, NumSlots> initialized{};  ///< the same on every rank
-  std::vector<double> scalar_state;          ///< the algorithm's per-tensor scalar state (once stepped), the same on every rank
+  std::vector<double> scalar_state;          ///< the algorithm's per-tensor scalar state, the same on every rank; empty while step == 0
   std::int64_t numel() const { return detail::numel(shape); }
   /// The line the ranks agree on (registration part of the agreement).
   std::string describe() const {

@@ -209,30 +209,27 @@ Findings check_algorithm_declaration(std::span<const typename Algo::Options> opt
     f.add(a + ": Options has " + std::to_string(members) + " members but option_fields lists " + std::to_string(listed) +
           ". List every option with shardopt::field(\"name\", &Options::member): options are saved in state dicts by name, "
           "compared across ranks and printed in messages; an unlisted one is silently lost by load_state_dict().");
-  // Slots.
-  for (std::size_t k = 0; k < Algo::slot_names.size(); ++k) {
-    const std::string_view s = Algo::slot_names[k];
-    if (s.empty()) f.add(a + ": slot_names[" + std::to_string(k) + "] is empty.");
-    for (char c : s)
-      if (c == '.' || std::isspace(static_cast<unsigned char>(c))) {
-        f.add(a + ": the state slot '" + std::string(s) + "' contains '" + std::string(1, c) +
-              "': slot names must not contain '.' or white space (checkpoints name tensors state.<param>.<slot>).");
-        break;
-      }
-    for (std::size_t j = 0; j < k; ++j)
-      if (s == Algo::slot_names[j]) f.add(a + ": slot_names lists the slot '" + std::string(s) + "' twice.");
-  }
-  // Per-tensor scalar state: saved as state.<param>.<key> beside the slots and the step.
+  // Slots and per-tensor scalar state: saved as tensors state.<param>.<name> beside the step.
+  auto check_names = [&](std::span<const std::string_view> names, const char* list, const std::string& noun, const char* short_noun,
+                         const char* plural, const char* placeholder) {
+    for (std::size_t k = 0; k < names.size(); ++k) {
+      const std::string_view s = names[k];
+      if (s.empty()) f.add(a + ": " + list + "[" + std::to_string(k) + "] is empty.");
+      for (char c : s)
+        if (c == '.' || std::isspace(static_cast<unsigned char>(c))) {
+          f.add(a + ": the " + noun + " '" + std::string(s) + "' contains '" + std::string(1, c) + "': " + plural +
+                " must not contain '.' or white space (checkpoints name tensors state.<param>.<" + placeholder + ">).");
+          break;
+        }
+      for (std::size_t j = 0; j < k; ++j)
+        if (s == names[j]) f.add(a + ": " + list + " lists the " + short_noun + " '" + std::string(s) + "' twice.");
+    }
+  };
+  check_names(Algo::slot_names, "slot_names", "state slot", "slot", "slot names", "slot");
   const auto scalar_names = shardopt::detail::scalar_state_names_of<Algo>();
-  for (std::size_t k = 0; k < scalar_names.size(); ++k) {
-    const std::string_view s = scalar_names[k];
-    const bool bad_char = std::find_if(s.begin(), s.end(), [](char c) { return c == '.' || std::isspace(static_cast<unsigned char>(c)); }) != s.end();
-    if (s.empty() || bad_char)
-      f.add(a + ": scalar_state_names[" + std::to_string(k) + "] '" + std::string(s) +
-            "' is empty or contains '.' or white space (checkpoints name tensors state.<param>.<key>).");
+  check_names(scalar_names, "scalar_state_names", "scalar state", "scalar state", "scalar state names", "key");
+  for (const std::string_view s : scalar_names) {
     if (s == "step") f.add(a + ": scalar_state_names lists 'step', the name of the step count every parameter keeps.");
-    for (std::size_t j = 0; j < k; ++j)
-      if (s == scalar_names[j]) f.add(a + ": scalar_state_names lists '" + std::string(s) + "' twice.");
     for (const auto& slot : Algo::slot_names)
       if (s == slot) f.add(a + ": '" + std::string(s) + "' is both a state slot and a scalar state.");
   }

@@ -60,9 +60,8 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::save(const std::string& pa
     f.resize(layout.header.data_start + layout.header.data_size);
     for (std::size_t i = 0; i < params_.size(); ++i) {
       f.write_at(&params_[i].step, 8, layout.header.data_start + layout.header.tensors.at(step_key(i)).begin);
-      if (params_[i].step > 0)
-        for (std::size_t k = 0; k < params_[i].scalar_state.size(); ++k)
-          f.write_at(&params_[i].scalar_state[k], 8, layout.header.data_start + layout.header.tensors.at(scalar_key(i, k)).begin);
+      for (std::size_t k = 0; k < params_[i].scalar_state.size(); ++k)
+        f.write_at(&params_[i].scalar_state[k], 8, layout.header.data_start + layout.header.tensors.at(scalar_key(i, k)).begin);
     }
     checkpoint_hook("header_written");
     f.close();
@@ -168,6 +167,15 @@ template <class Algo, class Layout, class Comm, class ExecSpace>
 detail::FileLayout ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::file_layout() const {
   detail::FileLayout f;
   std::uint64_t at = 0;
+  f.checksums = nlohmann::json::object();
+  // An 8-byte scalar tensor (a step count, a scalar state): its place and its checksum.
+  auto scalar_tensor = [&](const std::string& key, const char* dtype, const auto& value) {
+    f.header.tensors[key] = {dtype, {}, at, at + 8};
+    at += 8;
+    detail::st::Checksum sum;
+    sum.add(0, &value, 1);
+    f.checksums[key] = sum.hex();
+  };
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const std::uint64_t bytes = static_cast<std::uint64_t>(numel_of(i)) * detail::dtype_size(params_[i].dtype);
     for (std::size_t k = 0; k < num_slots; ++k) {
@@ -175,13 +183,8 @@ detail::FileLayout ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::file_layout(
       f.header.tensors[slot_key(i, k)] = {detail::file_dtype(params_[i].dtype), params_[i].shape, at, at + bytes};
       at += bytes;
     }
-    f.header.tensors[step_key(i)] = {"I64", {}, at, at + 8};
-    at += 8;
-    if (params_[i].step > 0)
-      for (std::size_t k = 0; k < params_[i].scalar_state.size(); ++k) {
-        f.header.tensors[scalar_key(i, k)] = {"F64", {}, at, at + 8};
-        at += 8;
-      }
+    scalar_tensor(step_key(i), "I64", params_[i].step);
+    for (std::size_t k = 0; k < params_[i].scalar_state.size(); ++k) scalar_tensor(scalar_key(i, k), "F64", params_[i].scalar_state[k]);
   }
   nlohmann::json groups = nlohmann::json::array();
   for (const auto& g : groups_) {
@@ -190,17 +193,7 @@ detail::FileLayout ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::file_layout(
     for_each_option<Algo>(o, [&](std::string_view n, auto v) { options[std::string(n)] = v; });
     groups.push_back({{"options", options}, {"params", g.params_}});
   }
-  f.checksums = nlohmann::json::object();
   for (std::size_t i = 0; i < params_.size(); ++i) {
-    detail::st::Checksum step;
-    step.add(0, &params_[i].step, 1);
-    f.checksums[step_key(i)] = step.hex();
-    if (params_[i].step > 0)
-      for (std::size_t k = 0; k < params_[i].scalar_state.size(); ++k) {
-        detail::st::Checksum sum;
-        sum.add(0, &params_[i].scalar_state[k], 1);
-        f.checksums[scalar_key(i, k)] = sum.hex();
-      }
     for (std::size_t k = 0; k < num_slots; ++k)
       if (params_[i].initialized[k]) f.checksums[slot_key(i, k)] = detail::st::checksum_placeholder;
   }

@@ -137,8 +137,8 @@ StateDict ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::skeleton() const {
     ps.dtype = detail::dtype_name(p.dtype);
     ps.shape = p.shape;
     ps.step = p.step;
-    if (p.step > 0)
-      for (std::size_t k = 0; k < p.scalar_state.size(); ++k) ps.scalars[std::string(detail::scalar_state_names_of<Algo>()[k])] = p.scalar_state[k];
+    for (std::size_t k = 0; k < p.scalar_state.size(); ++k)  // empty before the first step
+      ps.scalars[std::string(detail::scalar_state_names_of<Algo>()[k])] = p.scalar_state[k];
     sd.state.emplace(p.name, std::move(ps));
   }
   return sd;

@@ -75,9 +75,12 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_lane(Lane<T>& plan, c
     detail::Segment<T, num_slots> s{};
     s.size = length;
     const std::vector<double>& state = next[static_cast<std::size_t>(&prm - params_.data())];
-    Key key{prm.group, prm.step, std::vector<std::uint64_t>(state.size())};
-    for (std::size_t k = 0; k < state.size(); ++k) std::memcpy(&std::get<2>(key)[k], &state[k], sizeof(double));
-    if (key != last_key) {
+    const auto& last_bits = std::get<2>(last_key);
+    const bool same = prm.group == std::get<0>(last_key) && prm.step == std::get<1>(last_key) && state.size() == last_bits.size() &&
+                      (state.empty() || std::memcmp(state.data(), last_bits.data(), state.size() * sizeof(double)) == 0);
+    if (!same) {  // the key (with a copy of the state's bits) is built only when it changes
+      Key key{prm.group, prm.step, std::vector<std::uint64_t>(state.size())};
+      if (!state.empty()) std::memcpy(std::get<2>(key).data(), state.data(), state.size() * sizeof(double));
       auto [it, added] = scalar_index.try_emplace(key, static_cast<unsigned>(scalars.size()));
       if (added) scalars.push_back(detail::prepare_step<Algo, T>(groups_[prm.group].options, prm.step + 1, state));
       last = it->second;
