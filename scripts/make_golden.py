@@ -11,12 +11,15 @@ rounded once to the case dtype (float32 or float64):
     g[k][t][i] = ((((i + 17*t) * 53 + k*29 + 7) % 97) / 48.0 - 1.0) * 0.5
 
 For k = 1..4 (1..8 for RAdam, whose rectified step starts at step 7 with the default beta2):
-p.grad = g[k][t] (fresh tensor), then opt.step().
+p.grad = g[k][t] (fresh tensor), then opt.step(). The clipped cases (last in the file) call
+torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type, foreach=False) just before each step.
 
 Output format (one item per line, tokens separated by single spaces):
 
     # header comment
     case <Algo> <dtype> <key>=<value> ...   (floats as Python repr, bools as 0/1)
+    clip <max_norm> <norm_type>             (clipped cases: clip_grad_norm_ before every step)
+    norm <k> <hex>                          (clipped cases: the total norm it returned at step k)
     param <k> <t> <hex> ...                 (parameter t after step k; k=1..steps, t=0..2)
     state <slot> <t> <hex> ...              (state tensors after the last step, slots sorted by name)
     scalar <key> <t> <hex>                  (per-tensor scalar state, e.g. NAdam's mu_product, as float64)
@@ -134,7 +137,7 @@ def fmt_option(value):
     return repr(float(value))
 
 
-def run_case(cls, options, keys, dtype_name, dtype, steps):
+def run_case(cls, options, keys, dtype_name, dtype, steps, clip=None):
     params = [initial_param(t, dtype).requires_grad_(True) for t in range(len(SHAPES))]
     kwargs = dict(options, foreach=False)
     if "fused" in inspect.signature(cls).parameters:
@@ -147,10 +150,15 @@ def run_case(cls, options, keys, dtype_name, dtype, steps):
         group_view = group
     lines = ["case %s %s %s" % (cls.__name__, dtype_name,
                                 " ".join("%s=%s" % (k, fmt_option(group_view[k])) for k in keys))]
+    if clip:
+        lines.append("clip %r %r" % clip)
     with torch.no_grad():
         for k in range(1, steps + 1):
             for t, p in enumerate(params):
                 p.grad = gradient(k, t, dtype)
+            if clip:
+                norm = torch.nn.utils.clip_grad_norm_(params, clip[0], clip[1], foreach=False)
+                lines.append("norm %d %s" % (k, hex_tokens(norm.reshape(1))))
             opt.step()
             for t, p in enumerate(params):
                 lines.append("param %d %d %s" % (k, t, hex_tokens(p)))
@@ -183,6 +191,14 @@ def main():
             for options in option_list:
                 lines += run_case(cls, options, keys, dtype_name, dtype, steps[0] if steps else STEPS)
                 count += 1
+    # clip_grad_norm_ (norm 2 and infinity, max_norm below the norms of most steps) before the
+    # first five algorithms, with their first and last options (flags off, then on)
+    for cls, option_list, keys, *steps in ALGOS[:5]:
+        for dtype_name, dtype in DTYPES:
+            for options in (option_list[0], option_list[-1]):
+                for clip in ((0.5, 2.0), (0.25, math.inf)):
+                    lines += run_case(cls, options, keys, dtype_name, dtype, STEPS, clip)
+                    count += 1
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with open(out_path, "w", newline="\n") as f:
         f.write("\n".join(lines) + "\n")

@@ -10,6 +10,7 @@
 #include <limits>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <tuple>
@@ -24,6 +25,8 @@ struct Case {
   std::map<std::pair<std::string, int>, std::vector<std::uint64_t>> state;  // (slot, tensor) -> bits
   std::map<int, std::int64_t> steps;  // tensor -> torch's step count
   std::map<std::pair<std::string, int>, std::uint64_t> scalars;  // (key, tensor) -> float64 bits of the scalar state
+  std::optional<std::pair<double, double>> clip;  // clip_grad_norm_(max_norm, norm_type) before every step
+  std::map<int, std::uint64_t> norms;               // step -> bits of the total norm clip_grad_norm_ returned
 };
 
 std::vector<Case> load_cases() {
@@ -56,6 +59,17 @@ std::vector<Case> load_cases() {
       int t = 0;
       ls >> key >> t >> h;
       cases.back().scalars[{key, t}] = std::stoull(h, nullptr, 16);
+    } else if (kind == "clip") {
+      double max_norm = 0;
+      std::string norm_type;  // "inf" too, which operator>> does not read
+      ls >> max_norm >> norm_type;
+      cases.back().clip = std::pair{max_norm, std::stod(norm_type)};
+      cases.back().options_text += "clip(" + std::to_string(max_norm) + ", " + norm_type + ") ";
+    } else if (kind == "norm") {
+      int k = 0;
+      std::string h;
+      ls >> k >> h;
+      cases.back().norms[k] = std::stoull(h, nullptr, 16);
     } else if (kind == "step") {
       int t = 0;
       std::int64_t n = 0;
@@ -83,18 +97,23 @@ T from_bits(std::uint64_t b) {
 // came out of a cancellation: torch's sqrt comes from MKL and is not always correctly rounded (ours
 // is), and a 1-ulp difference of O(1) operands is many ulps of a result near 0.0045.
 // float64: 1e-12 relative.
+// Clipped float32 cases (`spread` 4): torch adds up float32 norms in float32, we in float64 (in a
+// fixed tree, for the same bits under every sharding), so the norms differ by an ulp or two, and so
+// does the coefficient every gradient is multiplied by: four times the room, 32 ulps or 16 ulps of 1.
 template <class T>
-bool close(T ours, T torch, std::uint64_t& worst_ulps, double& worst_rel) {
+bool close(T ours, T torch, std::uint64_t& worst_ulps, double& worst_rel, int spread = 1) {
   const auto u = test::ulps(ours, torch);
   const double rel = std::abs(double(ours) - double(torch)) / std::max(std::abs(double(torch)), 1e-300);
   worst_ulps = std::max(worst_ulps, u);
   if (ours != torch) worst_rel = std::max(worst_rel, rel);
-  if constexpr (sizeof(T) == 4) return u <= 8 || std::abs(ours - torch) <= 4 * std::numeric_limits<T>::epsilon();
+  if constexpr (sizeof(T) == 4)
+    return u <= std::uint64_t(8 * spread) || std::abs(ours - torch) <= T(4 * spread) * std::numeric_limits<T>::epsilon();
   else return rel <= 1e-12;
 }
 
 template <class Algo, class T>
-void run_case(const Case& c, std::uint64_t& worst_ulps, double& worst_rel) {
+void run_case(const Case& c, std::uint64_t& worst_ulps, double& worst_rel, std::uint64_t& norm_ulps) {
+  const int spread = c.clip ? 4 : 1;
   typename Algo::Options o;
   for (const auto& [k, v] : c.options)
     BOOST_REQUIRE_MESSAGE(shardopt::set_option<Algo>(o, k, v), "unknown option " << k << " for " << Algo::name);
@@ -116,6 +135,7 @@ void run_case(const Case& c, std::uint64_t& worst_ulps, double& worst_rel) {
   opt.add_param("t2", Kokkos::View<T***, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(p[2].data(), 2, 1, 2),
                 Kokkos::View<T***, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(g[2].data(), 2, 1, 2));
   const char* names[] = {"t0", "t1", "t2"};
+  if (c.clip) opt.clip_grad_norm(c.clip->first, c.clip->second);
   const int steps = c.params.empty() ? 0 : c.params.rbegin()->first.first;  // 4, or 8 for RAdam
   for (int k = 1; k <= steps; ++k) {
     for (std::size_t t = 0; t < shapes.size(); ++t) {
@@ -124,12 +144,21 @@ void run_case(const Case& c, std::uint64_t& worst_ulps, double& worst_rel) {
       test::from_host(g[t], grad);
     }
     opt.step();
+    if (c.clip) {
+      // The total norm in the gradients' dtype, as torch returns it.
+      const T ours = static_cast<T>(opt.last_grad_norm()), theirs = from_bits<T>(c.norms.at(k));
+      BOOST_CHECK_MESSAGE(static_cast<double>(ours) == opt.last_grad_norm(), "the norm is not a value of the gradients' dtype");
+      double rel = 0;
+      BOOST_CHECK_MESSAGE(close(ours, theirs, norm_ulps, rel) && test::ulps(ours, theirs) <= 2,
+                          c.algo << " " << c.dtype << " " << c.options_text << "step " << k << ": total norm " << ours << " torch "
+                                 << theirs << " (" << test::ulps(ours, theirs) << " ulps)");
+    }
     for (std::size_t t = 0; t < shapes.size(); ++t) {
       const auto ours = test::to_host<T>(p[t]);
       const auto& theirs = c.params.at({k, static_cast<int>(t)});
       BOOST_REQUIRE_EQUAL(ours.size(), theirs.size());
       for (std::size_t i = 0; i < ours.size(); ++i)
-        BOOST_CHECK_MESSAGE(close(ours[i], from_bits<T>(theirs[i]), worst_ulps, worst_rel),
+        BOOST_CHECK_MESSAGE(close(ours[i], from_bits<T>(theirs[i]), worst_ulps, worst_rel, spread),
                             c.algo << " " << c.dtype << " " << c.options_text << "step " << k << " tensor " << t << " element " << i
                                    << ": ours " << ours[i] << " torch " << from_bits<T>(theirs[i]) << " ("
                                    << test::ulps(ours[i], from_bits<T>(theirs[i])) << " ulps)");
@@ -145,7 +174,7 @@ void run_case(const Case& c, std::uint64_t& worst_ulps, double& worst_rel) {
                           c.algo << " " << c.options_text << ": slot " << slot << (ours.empty() ? " missing" : " unexpected"));
       if (it == c.state.end() || ours.size() != it->second.size()) continue;
       for (std::size_t i = 0; i < ours.size(); ++i)
-        BOOST_CHECK_MESSAGE(close(ours[i], from_bits<T>(it->second[i]), worst_ulps, worst_rel),
+        BOOST_CHECK_MESSAGE(close(ours[i], from_bits<T>(it->second[i]), worst_ulps, worst_rel, spread),
                             c.algo << " " << c.dtype << " " << c.options_text << "state " << slot << " tensor " << t << " element "
                                    << i << ": ours " << ours[i] << " torch " << from_bits<T>(it->second[i]));
     }
@@ -175,18 +204,25 @@ using Algorithms = std::tuple<shardopt::algo::SGD, shardopt::algo::Adagrad, shar
 BOOST_AUTO_TEST_SUITE(golden)
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(matches_torch, Algo, Algorithms) {
-  int n = 0;
-  std::uint64_t ulps32 = 0, ulps64 = 0;
-  double rel32 = 0, rel64 = 0;
+  int n = 0, clipped = 0;
+  // Worst differences of the unclipped and the clipped cases, and of the clipped norms (per dtype).
+  std::uint64_t ulps[2][2] = {}, norm_ulps[2] = {};
+  double rel[2][2] = {};
   for (const auto& c : all_cases()) {
     if (c.algo != Algo::name) continue;
     ++n;
-    if (c.dtype == "float32") run_case<Algo, float>(c, ulps32, rel32);
-    else run_case<Algo, double>(c, ulps64, rel64);
+    clipped += c.clip.has_value();
+    const int d = c.dtype == "float32" ? 0 : 1, k = c.clip ? 1 : 0;
+    if (d == 0) run_case<Algo, float>(c, ulps[k][d], rel[k][d], norm_ulps[d]);
+    else run_case<Algo, double>(c, ulps[k][d], rel[k][d], norm_ulps[d]);
   }
-  BOOST_TEST(n >= 16);  // both dtypes of at least 8 option combinations
-  BOOST_TEST_MESSAGE(Algo::name << ": " << n << " cases; worst float32 " << ulps32 << " ulps (rel " << rel32
-                                << "), worst float64 " << ulps64 << " ulps (rel " << rel64 << ")");
+  BOOST_TEST(n - clipped >= 16);  // both dtypes of at least 8 option combinations
+  BOOST_TEST_MESSAGE(Algo::name << ": " << n - clipped << " cases; worst float32 " << ulps[0][0] << " ulps (rel " << rel[0][0]
+                                << "), worst float64 " << ulps[0][1] << " ulps (rel " << rel[0][1] << ")");
+  if (clipped)
+    BOOST_TEST_MESSAGE(Algo::name << " after clip_grad_norm_: " << clipped << " cases; worst float32 " << ulps[1][0] << " ulps (rel "
+                                  << rel[1][0] << "), worst float64 " << ulps[1][1] << " ulps (rel " << rel[1][1]
+                                  << "); total norm: float32 " << norm_ulps[0] << " ulps, float64 " << norm_ulps[1] << " ulps");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

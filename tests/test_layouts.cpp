@@ -11,6 +11,9 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
+#include <limits>
+#include <optional>
 #include <memory>
 #include <span>
 #include <string>
@@ -119,7 +122,7 @@ struct Tensors {
 // `Device` is where the sharded optimizer runs and keeps everything (the reference stays on the host);
 // `C` its communicator.
 template <class Algo, class Layout, class T = float, class Device = Kokkos::DefaultExecutionSpace, class C = Mpi>
-void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0) {
+void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0, std::optional<so::ClipGradNorm> clip = {}) {
   using M = typename Device::memory_space;
   C comm(MPI_COMM_WORLD);
   const int p = comm.size(), r = comm.rank();
@@ -127,6 +130,11 @@ void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0) {
   so::ShardedOptimizer<Algo, Layout, C, Device> sharded(comm, o);
   if (bucket_bytes) sharded.set_bucket_bytes(bucket_bytes);
   so::ShardedOptimizer<Algo, layout::Replicated, Serial> single(Serial{}, o);
+  if (clip) {
+    sharded.clip_grad_norm(clip->max_norm, clip->norm_type, clip->error_if_nonfinite);
+    single.clip_grad_norm(clip->max_norm, clip->norm_type, clip->error_if_nonfinite);
+  }
+  int clipped = 0;  // steps whose coefficient was below 1
   Tensors<T, M> mine;
   Tensors<T> ref;
   mine.register_in(sharded);
@@ -148,7 +156,13 @@ void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0) {
       test::from_host(s.grad, std::vector<T>(sg.begin() + s.metadata.offsets[0] * 2, sg.begin() + (s.metadata.offsets[0] + s.metadata.sizes[0]) * 2));
     sharded.step();
     single.step();
+    if (clip) {
+      BOOST_TEST(std::bit_cast<std::uint64_t>(sharded.last_grad_norm()) == std::bit_cast<std::uint64_t>(single.last_grad_norm()),
+                 "step " << k << ": norm " << sharded.last_grad_norm() << " vs one process " << single.last_grad_norm());
+      clipped += single.last_grad_norm() + 1e-6 > clip->max_norm;
+    }
   }
+  if (clip) BOOST_TEST(clipped > 0, "the gradients were clipped at some step");
   for (std::size_t t = 0; t < shapes.size(); ++t) {
     const std::string name = "t" + std::to_string(t);
     BOOST_TEST_CONTEXT(Algo::name << " under " << Layout::name << " at P=" << p << ", buckets of " << sharded.bucket_bytes()
@@ -207,6 +221,21 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(every_bucket_size, L, BucketLayouts) {
   }
 }
 
+// Clipping by the global norm: the norm (each rank's share of every tensor, the user-sharded one
+// over its shards) and the clipped steps are the bits of one process, for norms 2, 1, 3 and
+// infinity, with buckets that cut the tensors anywhere.
+BOOST_AUTO_TEST_CASE_TEMPLATE(clip_grad_norm, L, BucketLayouts) {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const double norm : {2.0, 1.0, 3.0, inf}) {
+    BOOST_TEST_CONTEXT("norm_type " << norm) {
+      const so::ClipGradNorm c{norm == inf ? 0.3 : 0.8, norm};
+      same_bits_as_one_process<so::algo::Adam, L>(4, 0, c);
+      same_bits_as_one_process<so::algo::SGD, L, double>(3, 0, c);
+      for (const std::size_t elements : {1, 7, 70}) same_bits_as_one_process<so::algo::AdamW, L>(3, elements * sizeof(float), c);
+    }
+  }
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 #if SHARDOPT_TEST_DEVICE_LIKE
@@ -255,6 +284,9 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(device_path_gives_the_host_bits, C, DeviceLikeCase
   same_bits_as_one_process<typename C::Algo, typename C::Layout, float, OnDeviceLike, DeviceMpi>(6);
   same_bits_as_one_process<typename C::Algo, typename C::Layout, double, OnDeviceLike, DeviceMpi>(3);
   same_bits_as_one_process<typename C::Algo, typename C::Layout, float, OnDeviceLike, DeviceMpi>(3, 5 * sizeof(float));  // buckets
+  for (const double norm : {2.0, std::numeric_limits<double>::infinity()})  // clipping
+    same_bits_as_one_process<typename C::Algo, typename C::Layout, float, OnDeviceLike, DeviceMpi>(3, 5 * sizeof(float),
+                                                                                                  so::ClipGradNorm{0.3, norm});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -269,12 +269,19 @@ double sum_term(std::size_t sum, std::int64_t i) {
   return (u - std::floor(u) - 0.5) * std::ldexp(1.0, static_cast<int>((i * 7 + static_cast<std::int64_t>(sum)) % 40) - 20);
 }
 
-// The value of each sum over the runs `cuts` (boundaries, 0 and length included) given to one SumPieces.
-std::vector<double> sums_over(const std::vector<std::int64_t>& lengths, const std::vector<std::vector<std::int64_t>>& cuts) {
+// The value of each sum over the runs `cuts` (boundaries, 0 and length included) given to one
+// SumPieces; with `known_length`, every run is told its sum's length (a run that reaches the end
+// then sends its last block whole). `pieces` counts the pieces.
+std::vector<double> sums_over(const std::vector<std::int64_t>& lengths, const std::vector<std::vector<std::int64_t>>& cuts,
+                              bool known_length = false, std::size_t* pieces_out = nullptr) {
   detail::SumPieces pieces;
   for (std::size_t s = 0; s < lengths.size(); ++s)
-    for (std::size_t c = 0; c + 1 < cuts[s].size(); ++c)
-      pieces.add_run(s, cuts[s][c], cuts[s][c + 1], [s](std::int64_t i) { return sum_term(s, i); });
+    for (std::size_t c = 0; c + 1 < cuts[s].size(); ++c) {
+      auto term = [s](std::int64_t i) { return sum_term(s, i); };
+      if (known_length) pieces.add_run(s, cuts[s][c], cuts[s][c + 1], term, lengths[s]);
+      else pieces.add_run(s, cuts[s][c], cuts[s][c + 1], term);
+    }
+  if (pieces_out) *pieces_out = pieces.data().size() / 4;
   so::comm::Serial serial;
   return detail::complete_sums(serial, pieces, lengths);
 }
@@ -299,11 +306,21 @@ BOOST_AUTO_TEST_CASE(reproducible_sums_have_the_same_bits_under_every_cut) {
       c.erase(std::unique(c.begin(), c.end()), c.end());
       cuts.push_back(c);
     }
-    const auto got = sums_over(lengths, cuts);
+    const auto got = sums_over(lengths, cuts, trial % 2 == 1);
     for (std::size_t s = 0; s < lengths.size(); ++s)
       BOOST_TEST(std::bit_cast<std::uint64_t>(got[s]) == std::bit_cast<std::uint64_t>(expected[s]),
                  "trial " << trial << ", sum " << s << " of " << lengths[s] << " terms: " << got[s] << " vs " << expected[s]);
   }
+  // Told their lengths, whole sums send only tree nodes (no loose terms at a partial last block).
+  std::size_t told = 0, untold = 0;
+  const auto known = sums_over(lengths, whole, true, &told);
+  sums_over(lengths, whole, false, &untold);
+  for (std::size_t s = 0; s < lengths.size(); ++s)
+    BOOST_TEST(std::bit_cast<std::uint64_t>(known[s]) == std::bit_cast<std::uint64_t>(expected[s]), "sum " << s);
+  std::size_t nodes = 0;  // a whole sum of b blocks: one tree node per bit of b
+  for (auto n : lengths) nodes += static_cast<std::size_t>(std::popcount(static_cast<std::uint64_t>((n + 63) / 64)));
+  BOOST_TEST(told == nodes);
+  BOOST_TEST(untold > told + 100);
   // And the value is the sum, to double's accuracy (against long double).
   for (std::size_t s = 0; s < lengths.size(); ++s) {
     long double ref = 0, scale = 0;

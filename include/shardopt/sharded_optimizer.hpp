@@ -33,6 +33,7 @@
 #include <shardopt/detail/consensus.hpp>
 #include <shardopt/detail/format.hpp>
 #include <shardopt/detail/fused_update.hpp>
+#include <shardopt/detail/grad_norm.hpp>
 #include <shardopt/detail/lanes.hpp>
 #include <shardopt/detail/plan.hpp>
 #include <shardopt/detail/registry.hpp>
@@ -44,6 +45,14 @@
 #include <shardopt/state_dict.hpp>
 
 namespace shardopt {
+
+/// @brief Gradient clipping by the global norm, as set by ShardedOptimizer::clip_grad_norm().
+struct ClipGradNorm {
+  double max_norm;          ///< the largest total norm left unscaled (infinity: never scale, only measure)
+  double norm_type = 2.0;   ///< p of the p-norm: a finite p > 0, or INFINITY for the largest |g|
+  bool error_if_nonfinite = false;  ///< throw (on every rank, stepping nothing) if the total norm is NaN or infinite
+  bool operator==(const ClipGradNorm&) const = default;
+};
 
 /// @brief An optimizer over named parameters, plain or sharded, composed of three policies.
 ///
@@ -218,6 +227,42 @@ class ShardedOptimizer {
     if constexpr (!std::is_void_v<R>) return std::move(*loss);
   }
 
+  /// @brief Clips the gradients of every following step by their global norm, as
+  /// `torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type, error_if_nonfinite)` on the
+  /// unsharded model just before `optimizer.step()`.
+  ///
+  /// step() then reduces every gradient first, computes the total norm of all present gradients
+  /// (each element counted once: a sharded tensor over all its shards, a plain tensor as reduced,
+  /// and under Replicated rank 0's copy) and steps with every gradient multiplied by
+  /// `min(1, max_norm / (total + 1e-6))`, the same coefficient on every rank, inside the fused
+  /// update. The norm is the norm of the per-tensor norms, each in its tensor's dtype, the total in
+  /// float32 if every present gradient is float32 and in float64 otherwise, as torch computes it;
+  /// its bits are the same at every world size and under every layout (docs/numerics.md). With
+  /// clipping on, step() uses the gradients of plain tensors under reducing layouts as scratch: after
+  /// it, this rank's reduced share of them holds the reduced (averaged) gradient. Like the bucket
+  /// size, the setting must be the same on every rank (step() checks it).
+  /// @throws InvalidArgument, changing nothing, if `max_norm` is negative or NaN, or `norm_type` is
+  ///         not a p > 0 or INFINITY.
+  void clip_grad_norm(double max_norm, double norm_type = 2.0, bool error_if_nonfinite = false) {
+    require_live("clip_grad_norm");
+    const std::string call = "clip_grad_norm(max_norm=" + detail::fmt(max_norm) + ", norm_type=" + detail::fmt(norm_type) + "): ";
+    if (!(max_norm >= 0)) throw InvalidArgument(call + "max_norm must be >= 0 (inf only measures the norm)");
+    if (!(norm_type > 0)) throw InvalidArgument(call + "norm_type must be a p > 0 or inf");
+    clip_ = ClipGradNorm{max_norm, norm_type, error_if_nonfinite};
+  }
+  /// @brief Turns gradient clipping off for the following steps.
+  void no_clip_grad_norm() noexcept { clip_.reset(); }
+  /// The clipping of the following steps, if on; see clip_grad_norm().
+  const std::optional<ClipGradNorm>& clip_grad_norm_setting() const noexcept { return clip_; }
+  /// @brief The total norm of the gradients of the last step that clipped (what torch's
+  /// clip_grad_norm_ returns, in its dtype), the same on every rank; also set by a step that threw
+  /// for a non-finite norm.
+  /// @throws Error if no step has clipped yet.
+  double last_grad_norm() const {
+    if (!last_grad_norm_) throw Error("last_grad_norm(): no step has clipped gradients yet (call clip_grad_norm() before step())");
+    return *last_grad_norm_;
+  }
+
   /// @brief Seconds a rank waits at most, in a collective call, for the other ranks to arrive (0:
   /// forever), after which it reports which call it is in and which ranks are missing, and aborts
   /// the job instead of hanging. Where the Comm can tell (comm::Mpi); the default comes from the
@@ -386,6 +431,7 @@ class ShardedOptimizer {
   template <class T>
   struct BucketTables {
     detail::CopyTable<T, execution_space, memory_space> pack, unpack, absent;
+    detail::CopyTable<T, execution_space, memory_space> restore;  // this rank's reduced window into the gradients (clipping)
     typename detail::fused_workspace_for<valid_, Algo, T, num_slots, execution_space, memory_space>::type workspace;
   };
   // Everything of the element type T: the plan, the buffers and tables a step needs (rebuilt when
@@ -405,6 +451,7 @@ class ShardedOptimizer {
     std::array<Kokkos::View<T*, memory_space>, num_slots> state;
     std::array<Kokkos::View<T*, memory_space>, num_slots> loading;  // commit_loaded's new state, until every lane has it
     detail::CopyTable<T, execution_space, memory_space> zero;     // every gradient of this type, zero-filled by zero_grad
+    detail::NormWorkspace<T, execution_space, memory_space> norm;  // the gradient norms' leaves (clipping)
     std::size_t zero_of = SIZE_MAX;                                // the number of parameters `zero` was built for
   };
   template <class T>
@@ -489,8 +536,18 @@ class ShardedOptimizer {
 
   void step_after(detail::LocalError err, std::exception_ptr thrown);
   std::vector<std::vector<double>> advanced_scalar_state() const;
+  // How step_lane gets its gradients: reduced by it, or already reduced (and averaged) in the
+  // gradients' memory by clip_lane, to be multiplied by `scale`.
   template <class T>
-  void step_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next);
+  struct Clipped {
+    bool pre_reduced = false;
+    T scale = T(1);
+  };
+  template <class T>
+  void step_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next, Clipped<T> clipped);
+  double clip_coefficient();
+  template <class T>
+  void clip_lane(Lane<T>& plan, detail::NormPieces& pieces);
 
   // Through a class template, so that a wrong Algo is not looked into before step() is used.
   template <class T>
@@ -572,6 +629,7 @@ class ShardedOptimizer {
   // ---- agreement (detail/optimizer/agreement.hpp) -----------------------------------------------------
 
   std::string describe() const;
+  std::string describe_clip() const;
   std::uint64_t digest() const;
   void agree(detail::Op op, const detail::LocalError& err, const std::string& extra = {});
   template <class Cleanup, class Body>
@@ -603,6 +661,8 @@ class ShardedOptimizer {
   double collective_timeout_ = detail::default_collective_timeout();
   std::size_t bucket_bytes_ = default_bucket_bytes;
   bool plans_valid_ = false;
+  std::optional<ClipGradNorm> clip_;      // gradient clipping of the following steps
+  std::optional<double> last_grad_norm_;  // the total norm of the last step that clipped
   detail::lanes_of<Lane> lanes_;
 };
 

@@ -23,6 +23,7 @@ struct Segment {
   std::size_t size;
   unsigned scalars;  // index of the parameter's (group, step) scalars
   T grad_divisor;    // 1, or the world size for averaged gradients
+  T grad_scale;      // 1, or the clipping coefficient the (averaged) gradient is multiplied by
   bool operator==(const Segment&) const = default;
 };
 
@@ -118,23 +119,29 @@ struct ScalarSets {
 // compiler sees the scalars as loop invariants (and hoists the algorithm's option branches out of
 // the loop) and the parameter, gradient and state as independent streams: the loop vectorizes.
 // With `Mirror`, the updated parameter is also stored to `mirror` (one pass instead of a copy after).
+template <class Algo, bool Mirror, class T, std::size_t N, class Sc, class GradOf>
+KOKKOS_INLINE_FUNCTION void step_loop(const Sc& s, T* SHARDOPT_RESTRICT p, const T* SHARDOPT_RESTRICT g, T* SHARDOPT_RESTRICT mirror,
+                                      StateSlots<T, N> st, std::size_t begin, std::size_t end, GradOf grad_of) {
+  for (std::size_t j = begin; j < end; ++j) {
+    st.index = j;
+    Algo::template update<T>(s, p[j], grad_of(g[j]), st);
+    if constexpr (Mirror) mirror[j] = p[j];
+  }
+}
+
+// One loop per case, so that each stays a plain vectorizable loop: torch's order (the average,
+// then the clipping coefficient), a division or multiplication by 1 left out (exact anyway).
 template <class Algo, bool Mirror, class T, std::size_t N, class Sc>
 KOKKOS_INLINE_FUNCTION void step_range(const Sc& scalars, T* SHARDOPT_RESTRICT p, const T* SHARDOPT_RESTRICT g,
-                                       T* SHARDOPT_RESTRICT mirror, T divisor, StateSlots<T, N> st, std::size_t begin,
+                                       T* SHARDOPT_RESTRICT mirror, T divisor, T scale, StateSlots<T, N> st, std::size_t begin,
                                        std::size_t end) {
   const Sc s = scalars;  // a local copy: stores to p cannot alias it, so its values stay in registers
-  if (divisor == T(1)) {
-    for (std::size_t j = begin; j < end; ++j) {
-      st.index = j;
-      Algo::template update<T>(s, p[j], g[j], st);
-      if constexpr (Mirror) mirror[j] = p[j];
-    }
+  if (scale == T(1)) {
+    if (divisor == T(1)) step_loop<Algo, Mirror>(s, p, g, mirror, st, begin, end, [](T x) { return x; });
+    else step_loop<Algo, Mirror>(s, p, g, mirror, st, begin, end, [divisor](T x) { return x / divisor; });
   } else {
-    for (std::size_t j = begin; j < end; ++j) {
-      st.index = j;
-      Algo::template update<T>(s, p[j], g[j] / divisor, st);
-      if constexpr (Mirror) mirror[j] = p[j];
-    }
+    if (divisor == T(1)) step_loop<Algo, Mirror>(s, p, g, mirror, st, begin, end, [scale](T x) { return x * scale; });
+    else step_loop<Algo, Mirror>(s, p, g, mirror, st, begin, end, [divisor, scale](T x) { return x / divisor * scale; });
   }
 }
 
@@ -147,9 +154,9 @@ KOKKOS_INLINE_FUNCTION void step_block(const Segment<T, N>& seg, const Scalars& 
   // An algorithm may fix its option flags at compile time for the loop (see algo::Adam).
   auto run = [&](const auto& s) {
     if (seg.mirror)
-      step_range<Algo, true, T, N>(s, seg.param, seg.grad, seg.mirror, seg.grad_divisor, st, begin, end);
+      step_range<Algo, true, T, N>(s, seg.param, seg.grad, seg.mirror, seg.grad_divisor, seg.grad_scale, st, begin, end);
     else
-      step_range<Algo, false, T, N>(s, seg.param, seg.grad, nullptr, seg.grad_divisor, st, begin, end);
+      step_range<Algo, false, T, N>(s, seg.param, seg.grad, nullptr, seg.grad_divisor, seg.grad_scale, st, begin, end);
   };
   if constexpr (requires { Algo::template with_fixed_flags<T>(sc, [](const auto&) {}); })
     Algo::template with_fixed_flags<T>(sc, run);
@@ -216,7 +223,8 @@ void fused_update(const ExecSpace& exec, std::vector<Segment<T, N>>&& segments, 
           Kokkos::parallel_for(Kokkos::TeamThreadRange(team, b.begin, b.end), [&](const std::size_t j) {
             StateSlots<T, N> mine = st;
             mine.index = j;
-            const T g = s.grad_divisor != T(1) ? s.grad[j] / s.grad_divisor : s.grad[j];
+            T g = s.grad_divisor != T(1) ? s.grad[j] / s.grad_divisor : s.grad[j];
+            if (s.grad_scale != T(1)) g *= s.grad_scale;
             Algo::template update<T>(sc, s.param[j], g, mine);
             if (s.mirror) s.mirror[j] = s.param[j];
           });
@@ -246,9 +254,10 @@ struct CopyTable {
   bool empty() const noexcept { return blocks.size() == 0; }
 };
 
-// Runs every copy (or zero-fill) of `table` in one launch, stream-ordered on `exec`.
+// Runs every copy (or zero-fill) of `table` in one launch, stream-ordered on `exec`; with a
+// `divisor` other than 1, each copied element is divided by it (dst[i] = src[i] / divisor).
 template <class T, class ExecSpace, class MemorySpace>
-void copy_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace>& table) {
+void copy_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace>& table, T divisor = T(1)) {
   if (table.empty()) return;
   using Run = typename CopyTable<T, ExecSpace, MemorySpace>::Run;
   const Run* runs = table.runs.data();
@@ -262,8 +271,10 @@ void copy_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace>
           const T* SHARDOPT_RESTRICT src = r.src;
           if (src == nullptr)
             for (std::size_t j = b.begin; j < b.end; ++j) dst[j] = T(0);
-          else
+          else if (divisor == T(1))
             for (std::size_t j = b.begin; j < b.end; ++j) dst[j] = src[j];
+          else
+            for (std::size_t j = b.begin; j < b.end; ++j) dst[j] = src[j] / divisor;
         });
     exec.fence();  // host backends run synchronously: free
   } else {
@@ -273,7 +284,9 @@ void copy_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace>
         KOKKOS_LAMBDA(const typename Policy::member_type& team) {
           const Block b = blks[team.league_rank()];
           const Run r = runs[b.segment];
-          Kokkos::parallel_for(Kokkos::TeamThreadRange(team, b.begin, b.end), [&](const std::size_t j) { r.dst[j] = r.src ? r.src[j] : T(0); });
+          Kokkos::parallel_for(Kokkos::TeamThreadRange(team, b.begin, b.end), [&](const std::size_t j) {
+            r.dst[j] = r.src ? (divisor == T(1) ? r.src[j] : r.src[j] / divisor) : T(0);
+          });
         });
   }
 }

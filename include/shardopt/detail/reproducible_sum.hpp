@@ -21,6 +21,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <span>
 #include <utility>
@@ -44,29 +45,62 @@ KOKKOS_INLINE_FUNCTION double block_sum(const Term& term) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+/// @brief The leaves of a run [begin, end) of a sum of `length` terms: `head` loose terms, then
+/// `blocks` whole blocks from block `first_block`, then `tail` loose terms. A run that reaches the
+/// end of its sum takes its last block whole (the terms past the end are +0), so a sum held whole
+/// by one rank sends no loose terms.
+struct LeafSpan {
+  std::int64_t head, blocks, tail, first_block;
+  KOKKOS_INLINE_FUNCTION std::int64_t count() const { return head + blocks + tail; }
+};
+/// The LeafSpan of indices [begin, end) of a sum of `length` terms.
+KOKKOS_INLINE_FUNCTION LeafSpan leaf_span(std::int64_t begin, std::int64_t end, std::int64_t length) {
+  const std::int64_t first = (begin + sum_block - 1) / sum_block;
+  const std::int64_t last = end >= length ? (end + sum_block - 1) / sum_block : end / sum_block;  // whole blocks [first, last)
+  if (first >= last) return {end - begin, 0, 0, first};
+  return {first * sum_block - begin, last - first, end >= length ? 0 : end - last * sum_block, first};
+}
+/// Leaf `j` of a run: a loose term `term(i)` or a whole block's block_sum (terms at end and past
+/// it are +0), `term(i)` being the term of index i of the sum.
+template <class Term>
+KOKKOS_INLINE_FUNCTION double leaf_value(const LeafSpan& s, std::int64_t begin, std::int64_t end, std::int64_t j, const Term& term) {
+  if (j < s.head) return term(begin + j);
+  if (j < s.head + s.blocks) {
+    const std::int64_t base = (s.first_block + (j - s.head)) * sum_block;
+    return block_sum([&](int k) { return base + k < end ? static_cast<double>(term(base + k)) : 0.0; });
+  }
+  return term((s.first_block + s.blocks) * sum_block + (j - s.head - s.blocks));
+}
+
 /// The pieces of sums one rank holds: tree nodes and loose terms, four int64 each
 /// (sum, level or -1 for a term, block or term index, the value's bits).
 class SumPieces {
  public:
-  /// Adds the pieces of sum `sum` over its indices [begin, end), whose terms are `term(i)`.
+  /// Adds the pieces of sum `sum` over its indices [begin, end), whose terms are `term(i)`; `length`
+  /// is the sum's number of terms where known (a run that reaches it sends its last block whole).
   template <class Term>
-  void add_run(std::size_t sum, std::int64_t begin, std::int64_t end, const Term& term) {
+  void add_run(std::size_t sum, std::int64_t begin, std::int64_t end, const Term& term,
+               std::int64_t length = std::numeric_limits<std::int64_t>::max()) {
     if (end <= begin) return;
-    const std::int64_t first = (begin + sum_block - 1) / sum_block, last = end / sum_block;  // whole blocks [first, last)
-    if (first >= last) {
-      for (std::int64_t i = begin; i < end; ++i) add_term(sum, i, term(i));
-      return;
-    }
-    for (std::int64_t i = begin; i < first * sum_block; ++i) add_term(sum, i, term(i));
+    const LeafSpan s = leaf_span(begin, end, length);
+    std::vector<double> leaves(static_cast<std::size_t>(s.count()));
+    for (std::int64_t j = 0; j < s.count(); ++j) leaves[static_cast<std::size_t>(j)] = leaf_value(s, begin, end, j, term);
+    add_leaves(sum, begin, end, length, leaves.data());
+  }
+  /// Adds the pieces of sum `sum` over [begin, end) from its leaves (leaf_value of each leaf of
+  /// leaf_span(begin, end, length), computed where the terms are, e.g. on a device).
+  void add_leaves(std::size_t sum, std::int64_t begin, std::int64_t end, std::int64_t length, const double* leaves) {
+    if (end <= begin) return;
+    const LeafSpan s = leaf_span(begin, end, length);
+    for (std::int64_t j = 0; j < s.head; ++j) add_term(sum, begin + j, leaves[j]);
     // Blocks left to right; two siblings on top of the stack become their parent.
     struct Node {
       std::int64_t level, index;
       double value;
     };
     std::vector<Node> stack;
-    for (std::int64_t k = first; k < last; ++k) {
-      const std::int64_t base = k * sum_block;
-      Node n{0, k, block_sum([&](int j) { return static_cast<double>(term(base + j)); })};
+    for (std::int64_t k = 0; k < s.blocks; ++k) {
+      Node n{0, s.first_block + k, leaves[s.head + k]};
       while (!stack.empty() && stack.back().level == n.level && stack.back().index + 1 == n.index && stack.back().index % 2 == 0) {
         n = Node{n.level + 1, n.index / 2, stack.back().value + n.value};
         stack.pop_back();
@@ -74,7 +108,8 @@ class SumPieces {
       stack.push_back(n);
     }
     for (const auto& n : stack) add(sum, n.level, n.index, n.value);
-    for (std::int64_t i = last * sum_block; i < end; ++i) add_term(sum, i, term(i));
+    const std::int64_t tail_begin = (s.first_block + s.blocks) * sum_block;
+    for (std::int64_t j = 0; j < s.tail; ++j) add_term(sum, tail_begin + j, leaves[s.head + s.blocks + j]);
   }
   /// The pieces, four int64 each.
   const std::vector<std::int64_t>& data() const noexcept { return data_; }

@@ -17,18 +17,26 @@ std::string ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::describe() const {
     for (const auto& p : params_) registration_ += p.describe() + "\n";
     registration_digest_ = detail::fnv1a(registration_);
   }
-  std::string d = registration_ + "bucket_bytes " + std::to_string(bucket_bytes_) + "\n";
+  std::string d = registration_ + "bucket_bytes " + std::to_string(bucket_bytes_) + "\n" + describe_clip() + "\n";
   for (std::size_t g = 0; g < groups_.size(); ++g)
     d += "group " + std::to_string(g) + " " + describe_options<Algo>(groups_[g].options) + "\n";
   for (const auto& p : params_) d += "grad " + p.name + (p.grad_present ? " present\n" : " absent\n");
   return d;
 }
 
+// The clipping setting, as the ranks compare it.
+template <class Algo, class Layout, class Comm, class ExecSpace>
+std::string ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::describe_clip() const {
+  if (!clip_) return "clip_grad_norm off";
+  return "clip_grad_norm max_norm " + detail::fmt(clip_->max_norm) + " norm_type " + detail::fmt(clip_->norm_type) +
+         " error_if_nonfinite " + (clip_->error_if_nonfinite ? "true" : "false");
+}
+
 // The digest of describe(), without building it (the registration's part is cached).
 template <class Algo, class Layout, class Comm, class ExecSpace>
 std::uint64_t ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::digest() const {
   if (registration_.empty()) describe();
-  std::uint64_t h = detail::fnv1a(std::to_string(bucket_bytes_), registration_digest_);
+  std::uint64_t h = detail::fnv1a(std::to_string(bucket_bytes_) + describe_clip(), registration_digest_);
   for (const auto& g : groups_) h = detail::fnv1a(describe_options<Algo>(g.options), h);
   std::string presence(params_.size(), '0');
   for (std::size_t i = 0; i < params_.size(); ++i) presence[i] = params_[i].grad_present ? '1' : '0';

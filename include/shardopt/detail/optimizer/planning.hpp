@@ -160,8 +160,14 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::bucket_tables(Lane<T>& pla
       pack.push_back({buf + c.at, static_cast<const T*>(params_[c.param].pieces[0].grad) + c.src, static_cast<std::size_t>(c.length)});
     for (const auto& c : buckets[b].unpack)
       unpack.push_back({static_cast<T*>(params_[c.param].pieces[0].value) + c.src, buf + c.at, static_cast<std::size_t>(c.length)});
+    // Clipping's copy of this rank's reduced window into the gradients it steps.
+    std::vector<Run> restore;
+    T* red = parted ? plan.reduced[b % plan.depth].data() : buf;
+    for (const auto& u : buckets[b].update)
+      restore.push_back({static_cast<T*>(params_[u.param].pieces[0].grad) + u.src, red + u.at, static_cast<std::size_t>(u.length)});
     plan.tables[b].pack.assign(exec_, std::move(pack));
     plan.tables[b].unpack.assign(exec_, std::move(unpack));
+    plan.tables[b].restore.assign(exec_, std::move(restore));
   }
 }
 

@@ -32,7 +32,16 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_after(detail::LocalEr
     throw;
   }
   replan_if_needed();
-  detail::for_each_lane(lanes_, [&](auto& lane) { step_lane(lane, next); });
+  if (clip_) {
+    // Every gradient reduced first (into the gradients' memory), then the total norm, then the step.
+    const double coef = clip_coefficient();
+    detail::for_each_lane(lanes_, [&](auto& lane) {
+      using T = typename std::decay_t<decltype(lane)>::value_type;
+      step_lane(lane, next, Clipped<T>{true, static_cast<T>(coef)});
+    });
+  } else {
+    detail::for_each_lane(lanes_, [&](auto& lane) { step_lane(lane, next, {}); });
+  }
   for (std::size_t i = 0; i < params_.size(); ++i) {
     if (!params_[i].grad_present) continue;
     ++params_[i].step;
@@ -58,11 +67,107 @@ std::vector<std::vector<double>> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>
   return next;
 }
 
+// Clipping's first phase (collective): every lane's gradients reduced into their memory and their
+// norms' pieces taken, the pieces completed over the ranks, and the total norm (last_grad_norm_),
+// as torch's clip_grad_norm_: each present tensor's norm in its dtype, the norm of those in float32
+// if every one is float32 (else float64). Returns min(1, max_norm / (total + 1e-6)) in that dtype,
+// computed as torch does (reciprocal, then the product), and throws on every rank for a
+// non-finite total under error_if_nonfinite.
+template <class Algo, class Layout, class Comm, class ExecSpace>
+double ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_coefficient() {
+  const ClipGradNorm c = *clip_;
+  detail::NormPieces pieces{detail::NormOrder{c.norm_type}, {}, std::vector<double>(params_.size(), 0.0)};
+  detail::for_each_lane(lanes_, [&](auto& lane) { clip_lane(lane, pieces); });
+  const bool max = pieces.order.is_max();
+  std::vector<double> values;  // per parameter: its sum of |g|^p, or its largest |g|
+  if (!max) {
+    std::vector<std::int64_t> lengths(params_.size());
+    for (std::size_t i = 0; i < params_.size(); ++i) lengths[i] = numel_of(i);
+    before_collective();
+    values = detail::complete_sums(comm_, pieces.sums, lengths);
+  } else if (comm_.size() > 1) {
+    // One all-gather of every rank's maxima; NaN wins, as in torch.
+    std::vector<double> all(params_.size() * static_cast<std::size_t>(comm_.size()));
+    comm_.all_gather(std::span<const double>(pieces.maxima), std::span<double>(all));
+    values.assign(params_.size(), 0.0);
+    for (std::size_t q = 0; q < all.size(); ++q) values[q % params_.size()] = math::maximum(values[q % params_.size()], all[q]);
+  } else {
+    values = pieces.maxima;
+  }
+  const double p = c.norm_type;
+  bool all_float = true;
+  double acc = 0.0;  // sum of the tensors' norms^p, or their maximum
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    if (!params_[i].grad_present) continue;
+    double norm = 0;  // the tensor's norm, in its dtype
+    detail::visit_dtype(params_[i].dtype, [&](auto t) {
+      using T = typename decltype(t)::type;
+      all_float = all_float && std::is_same_v<T, float>;
+      norm = static_cast<T>(max ? values[i] : (p == 2.0 ? std::sqrt(values[i]) : (p == 1.0 ? values[i] : std::pow(values[i], 1.0 / p))));
+    });
+    if (max) acc = math::maximum(acc, norm);
+    else acc += p == 2.0 ? norm * norm : (p == 1.0 ? norm : std::pow(norm, p));
+  }
+  const double total_d = max || p == 1.0 ? acc : (p == 2.0 ? std::sqrt(acc) : std::pow(acc, 1.0 / p));
+  auto coefficient = [&](auto total) {
+    using U = decltype(total);
+    last_grad_norm_ = static_cast<double>(total);
+    const U coef = (U(1) / (total + U(1e-6))) * static_cast<U>(c.max_norm);
+    return static_cast<double>(coef > U(1) ? U(1) : coef);  // NaN stays NaN
+  };
+  const double coef = all_float ? coefficient(static_cast<float>(total_d)) : coefficient(total_d);
+  if (c.error_if_nonfinite && !std::isfinite(*last_grad_norm_))
+    throw Error("step(): the total norm of order " + detail::fmt(p) + " of the gradients is " + detail::fmt(*last_grad_norm_) +
+                ", so it cannot be clipped (clip_grad_norm(error_if_nonfinite=true)); nothing was stepped, and the "
+                "gradients of plain tensors under reducing layouts hold their reduced values");
+  return coef;
+}
+
+// Clipping's first phase for the element type T: each bucket packed, reduced and its reduced window
+// (averaged) copied back into the gradients it steps; then the pieces of the norms of what this rank
+// counts (each element on exactly one rank, like writes()), the gradients stepped in place included.
+template <class Algo, class Layout, class Comm, class ExecSpace>
+template <class T>
+void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_lane(Lane<T>& plan, detail::NormPieces& pieces) {
+  const int p = comm_.size(), me = comm_.rank();
+  const bool parted = strategy() == Strategy::partitioned;
+  const T divisor = Layout::reduction == Reduction::mean ? static_cast<T>(p) : T(1);
+  const std::int64_t max_leaves = bucket_elements<T>() / detail::sum_block;
+  std::vector<detail::NormRun<T>> runs;
+  for (std::size_t b = 0; b < plan.layout.buckets.size(); ++b) {
+    const auto& bk = plan.layout.buckets[b];
+    const std::size_t width = static_cast<std::size_t>(bk.width);
+    T* buffer = plan.bucket[b % plan.depth].data();
+    detail::copy_runs(exec_, plan.tables[b].pack);
+    before_collective();
+    if (parted) comm_.reduce_scatter(std::span<const T>(buffer, width * p), std::span<T>(plan.reduced[b % plan.depth].data(), width), ReduceOp::sum);
+    else comm_.all_reduce(std::span<T>(buffer, width), ReduceOp::sum);
+    detail::copy_runs(exec_, plan.tables[b].restore, divisor);
+    if (!parted && me != 0) continue;  // copies: rank 0 counts them
+    for (const auto& u : bk.update) {
+      const auto& prm = params_[u.param];
+      if (!prm.grad_present) continue;
+      runs.push_back({static_cast<const T*>(prm.pieces[0].grad) + u.src, u.src, u.src + u.length, prm.numel(), u.param, 0});
+    }
+    detail::norm_pieces(exec_, std::move(runs), plan.norm, pieces, max_leaves);
+    runs.clear();
+  }
+  for (const auto& r : plan.layout.state_runs) {
+    const auto& prm = params_[r.param];
+    if (r.packed || !prm.grad_present || !writes(r.param, r)) continue;
+    const T* grad = static_cast<const T*>(prm.pieces[r.piece].grad);
+    for (const auto& [global, within, length] : segments(r.param, r))
+      runs.push_back({grad + within, global, global + length, prm.numel(), r.param, 0});
+  }
+  detail::norm_pieces(exec_, std::move(runs), plan.norm, pieces, max_leaves);
+}
+
 // One step of the element type T: each bucket in turn (pack, reduce, update, and under a
 // partitioned strategy the all-gather and unpack), then the runs stepped in place in one launch.
 template <class Algo, class Layout, class Comm, class ExecSpace>
 template <class T>
-void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next) {
+void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next,
+                                                                 Clipped<T> clipped) {
   init_state(plan);
   // The scalars of each (group, step, scalar state) triple, computed once: parameters usually
   // share all three (a scalar state by its bits).
@@ -88,6 +193,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_lane(Lane<T>& plan, c
     }
     s.scalars = last;
     s.grad_divisor = T(1);
+    s.grad_scale = clipped.scale;
     for (std::size_t k = 0; k < num_slots; ++k) s.slot[k] = plan.state[k].size() ? plan.state[k].data() + state_offset : nullptr;
     return s;
   };
@@ -128,8 +234,12 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_lane(Lane<T>& plan, c
       }
       auto s = segment(prm, u.state_offset, static_cast<std::size_t>(u.length));
       s.param = value;
-      s.grad = reduced(b) + u.at;
-      s.grad_divisor = divisor;
+      if (clipped.pre_reduced) {
+        s.grad = static_cast<const T*>(prm.pieces[0].grad) + u.src;  // reduced and averaged there by clip_lane
+      } else {
+        s.grad = reduced(b) + u.at;
+        s.grad_divisor = divisor;
+      }
       s.mirror = parted ? mine + u.at : nullptr;
       segs.push_back(s);
     }
@@ -153,6 +263,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_lane(Lane<T>& plan, c
     using Request = decltype(comm_.start_all_gather(std::span<const T>(), std::span<T>()));
     std::array<Request, 2> reducing, gathering;
     auto start = [&](std::size_t b) {
+      if (clipped.pre_reduced) return;
       detail::copy_runs(exec_, plan.tables[b].pack);
       before_collective();
       if (parted)
@@ -171,7 +282,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_lane(Lane<T>& plan, c
         if (b >= 1) finish(b - 1);  // frees the buffer bucket b + 1 packs into
         start(b + 1);
       }
-      reducing[b % 2].wait();
+      if (!clipped.pre_reduced) reducing[b % 2].wait();
       update(b);
       if (!parted) continue;
       before_collective();
@@ -184,10 +295,12 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_lane(Lane<T>& plan, c
   } else {
     // One bucket at a time, with the Comm's blocking collectives.
     for (std::size_t b = 0; b < nb; ++b) {
-      detail::copy_runs(exec_, plan.tables[b].pack);
-      before_collective();
-      if (parted) comm_.reduce_scatter(std::span<const T>(reduce_span(b)), std::span<T>(reduced(b), width(b)), ReduceOp::sum);
-      else comm_.all_reduce(reduce_span(b), ReduceOp::sum);
+      if (!clipped.pre_reduced) {
+        detail::copy_runs(exec_, plan.tables[b].pack);
+        before_collective();
+        if (parted) comm_.reduce_scatter(std::span<const T>(reduce_span(b)), std::span<T>(reduced(b), width(b)), ReduceOp::sum);
+        else comm_.all_reduce(reduce_span(b), ReduceOp::sum);
+      }
       update(b);
       if (!parted) continue;
       before_collective();
