@@ -3,7 +3,7 @@
 // step takes; run under mpirun, one layout per process (the peak of a process only grows):
 //
 //   mpirun -np 4 bench_memory --layout flat|dp|chunk [--elements N] [--tensors T] [--steps S]
-//                             [--bucket-mib B] [--blocking] [--json]
+//                             [--bucket-mib B] [--blocking] [--clip] [--json]
 //
 // Parameters and gradients (float32, Adam) are allocated and touched first; the peak resident
 // memory (VmHWM of /proc/self/status) is read then, and again after registration, the first step
@@ -11,7 +11,9 @@
 // over the ranks. Registration and the first step are also timed: with many small tensors
 // (--tensors 100000 --elements 10000000) they show how planning scales in the number of tensors.
 // --blocking hides comm::Mpi's started collectives behind a Comm that has only the blocking ones,
-// so the step runs one bucket at a time instead of pipelined.
+// so the step runs one bucket at a time instead of pipelined. --clip then turns clip_grad_norm on
+// (max_norm below the norm: every step scales) and times S more steps in the same run, and reads
+// the peak again: the clipped step's time next to the unclipped one's, and what clipping adds.
 #include <shardopt/shardopt.hpp>
 
 #include <algorithm>
@@ -57,6 +59,7 @@ struct Blocking {
 
 struct Result {
   double added, state, register_s, first_step_s, step_s;
+  double clip_step_s = 0, clip_added = 0;  // with --clip: the clipped step, and the peak it adds
 };
 
 double max_over_ranks(double v) {
@@ -65,7 +68,7 @@ double max_over_ranks(double v) {
 }
 
 template <class Layout, class Comm>
-Result run(std::size_t elements, int tensors, int steps, double bucket_mib) {
+Result run(std::size_t elements, int tensors, int steps, double bucket_mib, bool clip) {
   using Opt = shardopt::ShardedOptimizer<shardopt::algo::Adam, Layout, Comm>;
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -101,8 +104,24 @@ Result run(std::size_t elements, int tensors, int steps, double bucket_mib) {
     best = std::min(best, max_over_ranks(now() - t0));  // the slowest rank's step counts
   }
   const double added = peak_resident_bytes() - base;
-  return {max_over_ranks(added), max_over_ranks(static_cast<double>(opt.state_bytes())), max_over_ranks(registered),
-          max_over_ranks(first), steps > 0 ? best : 0.0};
+  Result r{max_over_ranks(added), max_over_ranks(static_cast<double>(opt.state_bytes())), max_over_ranks(registered),
+           max_over_ranks(first), steps > 0 ? best : 0.0};
+  if (!clip) return r;
+  opt.clip_grad_norm(1e-3);
+  opt.step();  // the norm's workspace
+  double clipped = 1e30;
+  for (int s = 0; s < steps; ++s) {
+    for (int t = 0; t < tensors; ++t) Kokkos::deep_copy(g[t], 0.01f * float(rank + 1));  // clipping overwrote them
+    Kokkos::fence();
+    MPI_Barrier(MPI_COMM_WORLD);
+    t0 = now();
+    opt.step();
+    Kokkos::fence();
+    clipped = std::min(clipped, max_over_ranks(now() - t0));
+  }
+  r.clip_step_s = steps > 0 ? clipped : 0.0;
+  r.clip_added = max_over_ranks(peak_resident_bytes() - base - added);
+  return r;
 }
 
 }  // namespace
@@ -113,7 +132,7 @@ int main(int argc, char** argv) {
   int tensors = 16, steps = 3;
   double bucket_mib = 0;  // 0: the optimizer's default
   std::string layout = "flat";
-  bool json = false, blocking = false;
+  bool json = false, blocking = false, clip = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--elements") && i + 1 < argc) elements = std::strtoull(argv[++i], nullptr, 10);
     else if (!std::strcmp(argv[i], "--tensors") && i + 1 < argc) tensors = std::atoi(argv[++i]);
@@ -122,8 +141,9 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--layout") && i + 1 < argc) layout = argv[++i];
     else if (!std::strcmp(argv[i], "--json")) json = true;
     else if (!std::strcmp(argv[i], "--blocking")) blocking = true;
+    else if (!std::strcmp(argv[i], "--clip")) clip = true;
     else {
-      std::fprintf(stderr, "usage: %s --layout flat|dp|chunk [--elements N] [--tensors T] [--steps S] [--bucket-mib B] [--blocking] [--json]\n",
+      std::fprintf(stderr, "usage: %s --layout flat|dp|chunk [--elements N] [--tensors T] [--steps S] [--bucket-mib B] [--blocking] [--clip] [--json]\n",
                    argv[0]);
       return 2;
     }
@@ -135,8 +155,8 @@ int main(int argc, char** argv) {
   Result r{};
   const char* name = nullptr;
   auto with = [&]<class Layout>(const char* n) {
-    r = blocking ? run<Layout, Blocking>(elements, tensors, steps, bucket_mib)
-                 : run<Layout, shardopt::comm::Mpi>(elements, tensors, steps, bucket_mib);
+    r = blocking ? run<Layout, Blocking>(elements, tensors, steps, bucket_mib, clip)
+                 : run<Layout, shardopt::comm::Mpi>(elements, tensors, steps, bucket_mib, clip);
     name = n;
   };
   if (layout == "flat") with.template operator()<shardopt::layout::FlatPartition>("FlatPartition");
@@ -160,6 +180,9 @@ int main(int argc, char** argv) {
                   "(%.2fx the parameters); register %.3f s, first step %.3f s, step %.2f ms\n",
                   name, blocking ? "blocking" : "pipelined", size, elements, tensors, r.added / mib, r.state / mib, (r.added - r.state) / mib,
                   (r.added - r.state) / (4.0 * static_cast<double>(elements)), r.register_s, r.first_step_s, 1e3 * r.step_s);
+    if (clip && !json)
+      std::printf("  clip_grad_norm: step %.2f ms (%.2fx the unclipped step), adds %.1f MiB/rank more\n", 1e3 * r.clip_step_s,
+                  r.clip_step_s / r.step_s, r.clip_added / mib);
   }
   return 0;
 }

@@ -399,6 +399,82 @@ BOOST_AUTO_TEST_CASE(closure_is_called_once_and_its_loss_returned) {
 
 BOOST_AUTO_TEST_SUITE_END()
 
+BOOST_AUTO_TEST_SUITE(clipping)
+
+BOOST_AUTO_TEST_CASE(bad_settings_are_named_and_change_nothing) {
+  SerialOpt<so::algo::SGD> opt(Serial{}, {.lr = 0.1});
+  require_throw<so::Error>([&] { (void)opt.last_grad_norm(); }, {"last_grad_norm()", "no step has clipped"});
+  opt.clip_grad_norm(2.0, 1.0);
+  const double nan = std::nan(""), inf = INFINITY;
+  require_throw<so::InvalidArgument>([&] { opt.clip_grad_norm(-1.0); }, {"clip_grad_norm(max_norm=-1, norm_type=2)", "max_norm must be >= 0"});
+  require_throw<so::InvalidArgument>([&] { opt.clip_grad_norm(nan); }, {"max_norm=nan", "max_norm must be >= 0"});
+  for (const double p : {0.0, -1.0, -inf, nan})
+    require_throw<so::InvalidArgument>([&] { opt.clip_grad_norm(1.0, p); }, {"norm_type must be a p > 0 or inf"});
+  BOOST_TEST((opt.clip_grad_norm_setting() == so::ClipGradNorm{2.0, 1.0, false}));  // unchanged
+  opt.no_clip_grad_norm();
+  BOOST_TEST(!opt.clip_grad_norm_setting().has_value());
+}
+
+// As torch: the norm of the per-tensor norms (float64 when any tensor is), each gradient times
+// min(1, max_norm / (norm + 1e-6)) in the fused step; max_norm = inf only measures.
+BOOST_AUTO_TEST_CASE(the_norm_of_float_and_double_tensors_scales_every_gradient) {
+  SerialOpt<so::algo::SGD> opt(Serial{}, {.lr = 1.0});
+  Kokkos::View<float*> a("a", 2), ga("ga", 2);
+  Kokkos::View<double*> b("b", 1), gb("gb", 1);
+  opt.add_param("a", a, ga);
+  opt.add_param("b", b, gb);
+  test::from_host(ga, std::vector<float>{3, 4});
+  test::from_host(gb, std::vector<double>{12});
+  opt.clip_grad_norm(6.5);
+  opt.step();
+  BOOST_TEST(opt.last_grad_norm() == 13.0);
+  const double coef = (1.0 / (13.0 + 1e-6)) * 6.5;
+  BOOST_TEST(test::to_host<double>(b)[0] == -12 * coef);
+  BOOST_TEST(test::to_host<float>(a)[1] == -(4.0f * static_cast<float>(coef)));
+  // Only measured: the step is the unclipped one.
+  opt.clip_grad_norm(INFINITY, INFINITY);
+  opt.step();
+  BOOST_TEST(opt.last_grad_norm() == 12.0);
+  BOOST_TEST(test::to_host<double>(b)[0] == -12 * coef - 12);
+  // Off: the norm of the last clipped step stays.
+  opt.no_clip_grad_norm();
+  opt.step();
+  BOOST_TEST(opt.last_grad_norm() == 12.0);
+  BOOST_TEST(test::to_host<double>(b)[0] == -12 * coef - 24);
+  // All float32: the norm is float32's.
+  SerialOpt<so::algo::SGD> f(Serial{}, {.lr = 1.0});
+  Kokkos::View<float*> c("c", 3), gc("gc", 3);
+  f.add_param("c", c, gc);
+  test::from_host(gc, std::vector<float>{0.1f, 0.2f, 0.3f});
+  f.clip_grad_norm(0.1);
+  f.step();
+  BOOST_TEST(f.last_grad_norm() == static_cast<double>(static_cast<float>(f.last_grad_norm())));
+  BOOST_TEST(std::abs(f.last_grad_norm() - std::sqrt(0.14)) < 1e-7);
+}
+
+BOOST_AUTO_TEST_CASE(a_non_finite_norm_is_an_error_if_asked_and_changes_nothing) {
+  SerialOpt<so::algo::Adam> opt(Serial{}, {.lr = 0.1});
+  auto w = filled<float>("w", 4, 1.0, 0.5);
+  Kokkos::View<float*> gw("gw", 4);
+  opt.add_param("w", w, gw);
+  test::from_host(gw, std::vector<float>{1, INFINITY, 2, 3});
+  const auto before = test::to_host<float>(w);
+  opt.clip_grad_norm(1.0, 2.0, true);
+  require_throw<so::Error>([&] { opt.step(); }, {"total norm of order 2", "is inf", "error_if_nonfinite"});
+  BOOST_TEST(test::to_host<float>(w) == before);
+  BOOST_TEST(opt.step_count("w") == 0);
+  BOOST_TEST(opt.local_state<float>("w", "exp_avg").empty());
+  BOOST_TEST(std::isinf(opt.last_grad_norm()));
+  // Without the error, torch scales by the non-finite norm's coefficient: 0 for inf, NaN for NaN.
+  opt.clip_grad_norm(1.0);
+  test::from_host(gw, std::vector<float>{1, NAN, 2, 3});
+  opt.step();
+  BOOST_TEST(std::isnan(opt.last_grad_norm()));
+  for (float v : test::to_host<float>(w)) BOOST_TEST(std::isnan(v));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
 BOOST_AUTO_TEST_SUITE(groups)
 
 BOOST_AUTO_TEST_CASE(each_group_uses_its_options_and_changes_apply_next_step) {

@@ -282,6 +282,19 @@ BOOST_FIXTURE_TEST_CASE(options_differ, Fixture) {
   BOOST_TEST(test::to_host<float>(w)[0] == 0.5f);
 }
 
+// Clipping on some ranks only would leave the others out of its collectives: an error instead.
+BOOST_FIXTURE_TEST_CASE(clipping_on_some_ranks_only, Fixture) {
+  if (r == 0) opt.clip_grad_norm(1.0);
+  if (p == 1) return opt.step();
+  require_throw_everywhere<so::CollectiveMismatch>(
+      [&] { opt.step(); }, {"clip_grad_norm setting differs", "'off'", "'max_norm=1 norm_type=2 error_if_nonfinite=False'"});
+  unchanged_then_recovers();
+  opt.clip_grad_norm(1.0);
+  opt.step();  // clipped everywhere: 16 gradients of 1, norm 4
+  BOOST_TEST(opt.last_grad_norm() == 4.0);
+  BOOST_TEST(test::to_host<float>(w)[0] == 1.0f - 0.5f * (1.0f / (4.0f + 1e-6f)));
+}
+
 BOOST_FIXTURE_TEST_CASE(an_error_on_one_rank_is_raised_on_every_rank, Fixture) {
   if (r == p - 1) opt.param_groups()[0].options.lr = -1;
   // With several ranks the message says which rank found the error.

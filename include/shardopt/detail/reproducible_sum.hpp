@@ -67,7 +67,8 @@ KOKKOS_INLINE_FUNCTION double leaf_value(const LeafSpan& s, std::int64_t begin, 
   if (j < s.head) return term(begin + j);
   if (j < s.head + s.blocks) {
     const std::int64_t base = (s.first_block + (j - s.head)) * sum_block;
-    return block_sum([&](int k) { return base + k < end ? static_cast<double>(term(base + k)) : 0.0; });
+    if (base + sum_block <= end) return block_sum([&](int k) { return static_cast<double>(term(base + k)); });  // vectorizes
+    return block_sum([&](int k) { return base + k < end ? static_cast<double>(term(base + k)) : 0.0; });  // the padded last block
   }
   return term((s.first_block + s.blocks) * sum_block + (j - s.head - s.blocks));
 }

@@ -27,9 +27,9 @@ std::string ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::describe() const {
 // The clipping setting, as the ranks compare it.
 template <class Algo, class Layout, class Comm, class ExecSpace>
 std::string ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::describe_clip() const {
-  if (!clip_) return "clip_grad_norm off";
-  return "clip_grad_norm max_norm " + detail::fmt(clip_->max_norm) + " norm_type " + detail::fmt(clip_->norm_type) +
-         " error_if_nonfinite " + (clip_->error_if_nonfinite ? "true" : "false");
+  if (!clip_) return "clip_grad_norm setting off";
+  return "clip_grad_norm setting max_norm=" + detail::fmt(clip_->max_norm) + " norm_type=" + detail::fmt(clip_->norm_type) +
+         " error_if_nonfinite=" + (clip_->error_if_nonfinite ? "True" : "False");
 }
 
 // The digest of describe(), without building it (the registration's part is cached).

@@ -125,7 +125,8 @@ double ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_coefficient() {
 
 // Clipping's first phase for the element type T: each bucket packed, reduced and its reduced window
 // (averaged) copied back into the gradients it steps; then the pieces of the norms of what this rank
-// counts (each element on exactly one rank, like writes()), the gradients stepped in place included.
+// counts (each element on exactly one rank), the gradients stepped in place included (like writes():
+// a shard by its holder, a whole tensor by rank 0).
 template <class Algo, class Layout, class Comm, class ExecSpace>
 template <class T>
 void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_lane(Lane<T>& plan, detail::NormPieces& pieces) {
@@ -134,23 +135,51 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_lane(Lane<T>& plan, d
   const T divisor = Layout::reduction == Reduction::mean ? static_cast<T>(p) : T(1);
   const std::int64_t max_leaves = bucket_elements<T>() / detail::sum_block;
   std::vector<detail::NormRun<T>> runs;
-  for (std::size_t b = 0; b < plan.layout.buckets.size(); ++b) {
-    const auto& bk = plan.layout.buckets[b];
-    const std::size_t width = static_cast<std::size_t>(bk.width);
-    T* buffer = plan.bucket[b % plan.depth].data();
-    detail::copy_runs(exec_, plan.tables[b].pack);
-    before_collective();
-    if (parted) comm_.reduce_scatter(std::span<const T>(buffer, width * p), std::span<T>(plan.reduced[b % plan.depth].data(), width), ReduceOp::sum);
-    else comm_.all_reduce(std::span<T>(buffer, width), ReduceOp::sum);
+  const std::size_t nb = plan.layout.buckets.size();
+  auto width = [&](std::size_t b) { return static_cast<std::size_t>(plan.layout.buckets[b].width); };
+  auto buffer = [&](std::size_t b) { return plan.bucket[b % plan.depth].data(); };
+  auto send = [&](std::size_t b) { return std::span<const T>(buffer(b), width(b) * (parted ? p : 1)); };
+  auto recv = [&](std::size_t b) { return std::span<T>(parted ? plan.reduced[b % plan.depth].data() : buffer(b), width(b)); };
+  // Bucket b reduced: its reduced window (averaged) into the gradients, and the pieces of its norms:
+  // all of this rank's window, or under the all-reduce (every rank holds the same bits of all of
+  // it) the rank's P-th of the bucket.
+  auto reduced = [&](std::size_t b) {
     detail::copy_runs(exec_, plan.tables[b].restore, divisor);
-    if (!parted && me != 0) continue;  // copies: rank 0 counts them
-    for (const auto& u : bk.update) {
+    const auto w = static_cast<std::int64_t>(width(b));
+    const std::int64_t lo = parted ? 0 : w * me / p, hi = parted ? w : w * (me + 1) / p;
+    for (const auto& u : plan.layout.buckets[b].update) {
       const auto& prm = params_[u.param];
-      if (!prm.grad_present) continue;
-      runs.push_back({static_cast<const T*>(prm.pieces[0].grad) + u.src, u.src, u.src + u.length, prm.numel(), u.param, 0});
+      const std::int64_t a = std::max(u.at, lo) - u.at, e = std::min(u.at + u.length, hi) - u.at;  // within u
+      if (!prm.grad_present || a >= e) continue;
+      runs.push_back({static_cast<const T*>(prm.pieces[0].grad) + u.src + a, u.src + a, u.src + e, prm.numel(), u.param, 0});
     }
     detail::norm_pieces(exec_, std::move(runs), plan.norm, pieces, max_leaves);
     runs.clear();
+  };
+  if constexpr (can_start) {
+    // Bucket b + 1 packed and its reduction started before bucket b's norms are taken (two buffers).
+    using Request = decltype(comm_.start_all_gather(std::span<const T>(), std::span<T>()));
+    std::array<Request, 2> reducing;
+    auto start = [&](std::size_t b) {
+      detail::copy_runs(exec_, plan.tables[b].pack);
+      before_collective();
+      if (parted) reducing[b % 2] = comm_.start_reduce_scatter(send(b), recv(b), ReduceOp::sum);
+      else reducing[b % 2] = comm_.start_all_reduce(recv(b), ReduceOp::sum);
+    };
+    if (nb > 0) start(0);
+    for (std::size_t b = 0; b < nb; ++b) {
+      if (b + 1 < nb) start(b + 1);
+      reducing[b % 2].wait();
+      reduced(b);
+    }
+  } else {
+    for (std::size_t b = 0; b < nb; ++b) {
+      detail::copy_runs(exec_, plan.tables[b].pack);
+      before_collective();
+      if (parted) comm_.reduce_scatter(send(b), recv(b), ReduceOp::sum);
+      else comm_.all_reduce(recv(b), ReduceOp::sum);
+      reduced(b);
+    }
   }
   for (const auto& r : plan.layout.state_runs) {
     const auto& prm = params_[r.param];
