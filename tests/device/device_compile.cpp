@@ -19,6 +19,8 @@
 #error "device_compile.cpp needs a Kokkos configured with KOKKOS_ENABLE_CUDA"
 #endif
 
+#include <cmath>
+
 namespace so = shardopt;
 
 namespace device_compile {
@@ -36,6 +38,12 @@ void exercise(Comm comm) {
   opt.add_param("sharded", so::ShardedTensor<float, Mem>::chunk(comm, {6, 3}, 1));  // a user-sharded tensor
   opt.add_param_group([](auto&) {});
   opt.step();
+  opt.clip_grad_norm(1.0);  // the reduction phase and the norms' kernel
+  opt.step();
+  opt.clip_grad_norm(1.0, INFINITY, true);
+  opt.step();
+  (void)opt.last_grad_norm();
+  opt.no_clip_grad_norm();
   opt.zero_grad();
   opt.zero_grad(false);
   opt.check_consistency();

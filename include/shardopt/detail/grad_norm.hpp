@@ -46,7 +46,7 @@ KOKKOS_INLINE_FUNCTION double square(double x) {
 /// The norm's order: a finite p > 0 (2 and 1 without pow) or infinity (the maximum of |g|).
 struct NormOrder {
   double p;
-  KOKKOS_INLINE_FUNCTION bool is_max() const { return p == std::numeric_limits<double>::infinity(); }
+  KOKKOS_INLINE_FUNCTION bool is_max() const { return p > 1.7976931348623157e308; }  // +inf (above DBL_MAX; numeric_limits is host-only)
   // The term of one gradient element: |g|^p (|g| for the maximum).
   template <class T>
   KOKKOS_INLINE_FUNCTION double term(T g) const {

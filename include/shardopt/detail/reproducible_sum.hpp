@@ -34,8 +34,17 @@ namespace shardopt::detail {
 /// Terms per block of a reproducible sum.
 inline constexpr std::int64_t sum_block = 64;
 
+// block_sum and leaf_value run on the host and on devices, with the caller's `term`: nvcc is told
+// not to require a device-callable term where they are called from the host.
+#if defined(__CUDACC__) && !defined(__clang__)
+#define SHARDOPT_HOST_DEVICE_TEMPLATE _Pragma("nv_exec_check_disable")
+#else
+#define SHARDOPT_HOST_DEVICE_TEMPLATE
+#endif
+
 /// One block's terms `term(j)`, j = 0 .. sum_block - 1, added up in a fixed order: eight
 /// interleaved partial sums (vectorizable), then a fixed tree over the eight.
+SHARDOPT_HOST_DEVICE_TEMPLATE
 template <class Term>
 KOKKOS_INLINE_FUNCTION double block_sum(const Term& term) {
   double acc[8];
@@ -62,6 +71,7 @@ KOKKOS_INLINE_FUNCTION LeafSpan leaf_span(std::int64_t begin, std::int64_t end, 
 }
 /// Leaf `j` of a run: a loose term `term(i)` or a whole block's block_sum (terms at end and past
 /// it are +0), `term(i)` being the term of index i of the sum.
+SHARDOPT_HOST_DEVICE_TEMPLATE
 template <class Term>
 KOKKOS_INLINE_FUNCTION double leaf_value(const LeafSpan& s, std::int64_t begin, std::int64_t end, std::int64_t j, const Term& term) {
   if (j < s.head) return term(begin + j);
