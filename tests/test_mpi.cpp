@@ -139,7 +139,7 @@ BOOST_AUTO_TEST_SUITE(seed)
 // sharded optimizer equal the corresponding chunks of the same tensors stepped whole on one rank,
 // bit for bit, parameters and state, with nothing communicated by the update.
 template <class Algo, class T>
-void sharded_equals_whole() {
+void sharded_equals_whole(bool clip = false) {
   Mpi comm = world();
   const int p = comm.size();
   const std::vector<std::int64_t> shape{7, 5};
@@ -174,6 +174,10 @@ void sharded_equals_whole() {
   }
   sharded.add_param("bias", bias, gbias);  // a plain tensor, whole on every rank
   whole.add_param("bias", wbias, wgbias);
+  if (clip) {  // the norm over every shard (columns cut mid-row), the bias counted once
+    sharded.clip_grad_norm(0.5);
+    whole.clip_grad_norm(0.5);
+  }
   const auto sent_before = comm.stats().bytes_sent;
   for (int k = 1; k <= 5; ++k) {
     for (std::size_t t = 0; t < tensors.size(); ++t) {
@@ -190,8 +194,9 @@ void sharded_equals_whole() {
     Kokkos::deep_copy(wgbias, T(0.25 * k));
     sharded.step();
     whole.step();
+    if (clip) BOOST_TEST(sharded.last_grad_norm() == whole.last_grad_norm());
   }
-  BOOST_TEST(comm.stats().bytes_sent - sent_before == sharded.control_bytes());  // the update moved nothing
+  if (!clip) BOOST_TEST(comm.stats().bytes_sent - sent_before == sharded.control_bytes());  // the update moved nothing
   for (std::size_t t = 0; t < tensors.size(); ++t) {
     const auto ref = test::to_host<T>(wp[t]);
     BOOST_TEST(sharded.step_count(names[t]) == 5);
@@ -214,6 +219,61 @@ void sharded_equals_whole() {
 }
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(sharded_float_equals_whole, Algo, Algorithms) { sharded_equals_whole<Algo, float>(); }
+BOOST_AUTO_TEST_CASE(clipped_sharded_equals_whole) {
+  sharded_equals_whole<so::algo::Adam, float>(true);
+  sharded_equals_whole<so::algo::SGD, double>(true);
+}
+
+// The seed's mistake, shown: stepping each rank's shards with a local optimizer that clips by the
+// norm of what it holds (what torch's ShardedOptimizer does with clip_grad_norm_ on the local
+// shards) is not the unsharded step; shardopt's is, bit for bit.
+BOOST_AUTO_TEST_CASE(local_clipping_is_the_seeds_mistake) {
+  Mpi comm = world();
+  const int p = comm.size();
+  const std::vector<std::int64_t> shape{8, 4};
+  auto st = so::ShardedTensor<double>::chunk(comm, shape, 0);
+  Kokkos::View<double**> wp("wp", 8, 4), wg("wg", 8, 4);
+  so::ShardedOptimizer<so::algo::SGD, Replicated, Mpi> sharded(comm, {.lr = 1.0});
+  so::ShardedOptimizer<so::algo::SGD, Replicated, Serial> whole(Serial{}, {.lr = 1.0}), seed(Serial{}, {.lr = 1.0});
+  sharded.add_param("w", st);
+  whole.add_param("w", wp, wg);
+  std::vector<double> g(32);
+  for (int i = 0; i < 32; ++i) g[i] = test::gradient_value(3, i, 1) * (i < 16 ? 1.0 : 4.0);  // the lower rows steeper
+  test::from_host(wg, g);
+  std::vector<Kokkos::View<double*>> seed_p, seed_g;  // the seed: each local shard a plain tensor of a local optimizer
+  for (auto& s : st.local_shards()) {
+    std::vector<double> v(s.grad.size());
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = g[global_index(s.metadata, shape, i)];
+    test::from_host(s.grad, v);
+    seed_p.emplace_back("seed_p", v.size());
+    seed_g.emplace_back("seed_g", v.size());
+    test::from_host(seed_g.back(), v);
+    seed.add_param("w" + std::to_string(seed_p.size()), seed_p.back(), seed_g.back());
+  }
+  for (auto* o : {&whole, &seed}) o->clip_grad_norm(1.0);
+  sharded.clip_grad_norm(1.0);
+  sharded.step();
+  whole.step();
+  if (!seed_p.empty()) seed.step();
+  const auto ref = test::to_host<double>(wp);
+  bool seed_differs = false;
+  for (std::size_t j = 0; j < st.local_shards().size(); ++j) {
+    const auto& s = st.local_shards()[j];
+    const auto ours = test::to_host<double>(s.value), theirs = test::to_host<double>(seed_p[j]);
+    for (std::size_t i = 0; i < ours.size(); ++i) {
+      BOOST_TEST(ours[i] == ref[global_index(s.metadata, shape, i)]);
+      seed_differs = seed_differs || theirs[i] != ref[global_index(s.metadata, shape, i)];
+    }
+  }
+  BOOST_TEST(sharded.last_grad_norm() == whole.last_grad_norm());
+  if (!seed_p.empty()) {
+    BOOST_TEST_MESSAGE("rank " << comm.rank() << " of " << p << ": the seed's local norm " << seed.last_grad_norm()
+                               << ", the norm " << sharded.last_grad_norm());
+    // One rank holds the whole tensor only at P = 1; with more, every rank's local norm is wrong.
+    BOOST_TEST(seed_differs == (p > 1));
+    BOOST_TEST((seed.last_grad_norm() != whole.last_grad_norm()) == (p > 1));
+  }
+}
 BOOST_AUTO_TEST_CASE_TEMPLATE(sharded_double_equals_whole, Algo, Algorithms) { sharded_equals_whole<Algo, double>(); }
 
 BOOST_AUTO_TEST_CASE(shards_smaller_than_the_world) {
