@@ -13,6 +13,9 @@ rounded once to the case dtype (float32 or float64):
 For k = 1..4 (1..8 for RAdam, whose rectified step starts at step 7 with the default beta2):
 p.grad = g[k][t] (fresh tensor), then opt.step(). The clipped cases (last in the file) call
 torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type, foreach=False) just before each step.
+LAMB and LARS (after them) come from optax.lamb and optax.lars (pip install optax jax; CPU,
+jax_enable_x64 so that float64 cases run in float64), their state named as shardopt names it
+(mu, nu: exp_avg, exp_avg_sq; trace: momentum_buffer).
 
 Output format (one item per line, tokens separated by single spaces):
 
@@ -178,6 +181,53 @@ def run_case(cls, options, keys, dtype_name, dtype, steps, clip=None):
     return lines + ["end"]
 
 
+def optax_cases():
+    """(name, optax factory, option dicts, keys, state names) of the optax-defined algorithms."""
+    import optax
+    lamb = [dict(lr=0.05, beta1=b[0], beta2=b[1], eps=e, weight_decay=w)
+            for b in ((0.9, 0.999), (0.5, 0.9)) for e in (1e-6, 0.1) for w in (0.0, 0.1)]
+    lars = [dict(lr=0.05, weight_decay=w, trust_coefficient=tc, eps=e, momentum=0.9, nesterov=n)
+            for (tc, e) in ((0.001, 0.0), (0.5, 0.1)) for w in (0.0, 0.1) for n in (False, True)]
+    return [
+        ("LAMB", lambda o: optax.lamb(o["lr"], b1=o["beta1"], b2=o["beta2"], eps=o["eps"],
+                                      weight_decay=o["weight_decay"]),
+         lamb, ["lr", "beta1", "beta2", "eps", "weight_decay"],
+         lambda st: {"exp_avg": st[0].mu, "exp_avg_sq": st[0].nu}),
+        ("LARS", lambda o: optax.lars(o["lr"], weight_decay=o["weight_decay"],
+                                      trust_coefficient=o["trust_coefficient"], eps=o["eps"],
+                                      momentum=o["momentum"], nesterov=o["nesterov"]),
+         lars, ["lr", "weight_decay", "trust_coefficient", "eps", "momentum", "nesterov"],
+         lambda st: {"momentum_buffer": st[-1].trace}),
+    ]
+
+
+def run_optax_case(name, make, options, keys, state_of, dtype_name, dtype, steps):
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    def to_jax(t):
+        return jnp.asarray(t.numpy())
+
+    def to_torch(a):
+        return torch.from_numpy(np.array(a))
+
+    params = [to_jax(initial_param(t, dtype)) for t in range(len(SHAPES))]
+    opt = make(options)
+    state = opt.init(params)
+    lines = ["case %s %s %s" % (name, dtype_name, " ".join("%s=%s" % (k, fmt_option(options[k])) for k in keys))]
+    for k in range(1, steps + 1):
+        grads = [to_jax(gradient(k, t, dtype)) for t in range(len(SHAPES))]
+        updates, state = opt.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        for t, p in enumerate(params):
+            lines.append("param %d %d %s" % (k, t, hex_tokens(to_torch(p))))
+    for slot, values in sorted(state_of(state).items()):
+        for t, v in enumerate(values):
+            lines.append("state %s %d %s" % (slot, t, hex_tokens(to_torch(v))))
+    return lines + ["end"]
+
+
 def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out_path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "tests", "golden",
@@ -199,6 +249,14 @@ def main():
                 for clip in ((0.5, 2.0), (0.25, math.inf)):
                     lines += run_case(cls, options, keys, dtype_name, dtype, STEPS, clip)
                     count += 1
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_platforms", "cpu")
+    for name, make, option_list, keys, state_of in optax_cases():
+        for dtype_name, dtype in DTYPES:
+            for options in option_list:
+                lines += run_optax_case(name, make, options, keys, state_of, dtype_name, dtype, STEPS)
+                count += 1
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with open(out_path, "w", newline="\n") as f:
         f.write("\n".join(lines) + "\n")

@@ -236,6 +236,17 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(clip_grad_norm, L, BucketLayouts) {
   }
 }
 
+// Algorithms with per-tensor sums (LAMB, LARS: norms of the parameter and the update over the
+// whole tensor): the bits of one process under every layout and bucket size, and after clipping.
+BOOST_AUTO_TEST_CASE_TEMPLATE(tensor_sums, L, BucketLayouts) {
+  for (const std::size_t elements : {0, 1, 7, 70}) {
+    same_bits_as_one_process<so::algo::LAMB, L>(4, elements * sizeof(float));
+    same_bits_as_one_process<so::algo::LARS, L, double>(3, elements * sizeof(double));
+  }
+  same_bits_as_one_process<so::algo::LAMB, L, double>(3, 0, so::ClipGradNorm{0.8, 2.0});
+  same_bits_as_one_process<so::algo::LARS, L>(3, 7 * sizeof(float), so::ClipGradNorm{0.3, std::numeric_limits<double>::infinity()});
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 #if SHARDOPT_TEST_DEVICE_LIKE
@@ -244,7 +255,8 @@ namespace {
 using test::DeviceMpi;
 using test::OnDeviceLike;
 using DeviceLikeCases = std::tuple<Case<so::algo::Adam, layout::FlatPartition>, Case<so::algo::SGD, layout::ChunkRows>,
-                                   Case<so::algo::RMSprop, layout::DataParallel>, Case<so::algo::AdamW, layout::ChunkCols>>;
+                                   Case<so::algo::RMSprop, layout::DataParallel>, Case<so::algo::AdamW, layout::ChunkCols>,
+                                   Case<so::algo::LAMB, layout::FlatPartition>, Case<so::algo::LARS, layout::ChunkCols>>;
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(distinct_memory_space)

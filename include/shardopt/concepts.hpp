@@ -100,12 +100,28 @@ void advance_scalar_state_of([[maybe_unused]] const typename A::Options& o, [[ma
                              [[maybe_unused]] std::vector<double>& state) {
   if constexpr (has_scalar_state<A>) A::advance_scalar_state(o, step, std::span<double>(state));
 }
-// Algo::update takes StateSlots<T, N> (has_update: with N = std::size(slot_names)).
+// Per-tensor sums (optional): `tensor_sum_names`. Such an algorithm steps in two passes: pass 1,
+// `accumulate<T>(s, param, grad, state, double* terms)`, updates the state and gives the element's
+// term of each sum; the engine completes every sum over the whole tensor, whatever the sharding;
+// `tensor_factor<T>(o, std::span<const double> sums)` (host, once per tensor and step) turns them
+// into one value, and pass 2, `update<T>(s, param, grad, state, factor)`, takes it.
+template <class A> concept has_tensor_sums = requires {
+  { std::span<const std::string_view>(A::tensor_sum_names) };
+};
+template <class A, class T> using prepared_t = decltype(prepare_step<A, T>(std::declval<const typename A::Options&>(), 1, {}));
+template <class A, class T, std::size_t N> concept has_tensor_sum_hooks =
+    requires(const prepared_t<A, T>& s, const T& cp, T& p, T g, StateSlots<T, N> st, double* terms, const typename A::Options& o,
+             std::span<const double> sums) {
+      A::template accumulate<T>(s, cp, g, st, terms);
+      { A::template tensor_factor<T>(o, sums) } -> std::convertible_to<T>;
+      A::template update<T>(s, p, g, st, T(1));
+    };
+// Algo::update takes StateSlots<T, N> (has_update: with N = std::size(slot_names)); with per-tensor
+// sums, the two passes.
 template <class A, class T, std::size_t N> concept has_update_with_slots =
     has_prepare<A, T> &&
-    requires(const decltype(prepare_step<A, T>(std::declval<const typename A::Options&>(), 1, {})) & s, T& p, T g, StateSlots<T, N> st) {
-      A::template update<T>(s, p, g, st);
-    };
+    ((!has_tensor_sums<A> && requires(const prepared_t<A, T>& s, T& p, T g, StateSlots<T, N> st) { A::template update<T>(s, p, g, st); }) ||
+     (has_tensor_sums<A> && has_tensor_sum_hooks<A, T, N>));
 template <class A, class T> concept has_update = has_update_with_slots<A, T, std::size(A::slot_names)>;
 
 // The N of the StateSlots<T, N> that Algo::update takes, when it is not std::size(slot_names) (0 to
@@ -232,6 +248,11 @@ consteval bool check_algorithm() {
                     "ShardedOptimizer<Algo, Layout, Comm>: Algo::update takes shardopt::StateSlots<T, N> with an N that is "
                     "not the number of names in Algo::slot_names: N must be std::size(slot_names), one pointer per slot "
                     "(the comparison below reads 'N == number of slot names').");
+    } else if constexpr (has_tensor_sums<A>) {
+      static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo declares tensor_sum_names, so it needs "
+                                     "'accumulate<T>(const Scalars&, const T& param, T grad, StateSlots<T, N>, double* terms)', "
+                                     "'static T tensor_factor<T>(const Options&, std::span<const double> sums)' and "
+                                     "'update<T>(const Scalars&, T& param, T grad, StateSlots<T, N>, T factor)'.");
     } else {
       static_assert(always_false<A>, "ShardedOptimizer<Algo, Layout, Comm>: Algo lacks 'template <class T> "
                                      "KOKKOS_INLINE_FUNCTION static void update(const Scalars&, T& param, T grad, "
@@ -252,6 +273,20 @@ constexpr std::span<const std::string_view> scalar_state_names_of() {
   else return {};
 }
 
+// The names of Algo's per-tensor sums (empty for an elementwise algorithm).
+template <class A>
+constexpr std::span<const std::string_view> tensor_sum_names_of() {
+  if constexpr (has_tensor_sums<A>) return A::tensor_sum_names;
+  else return {};
+}
+
+// Algo's update of one element, with the tensor's factor where it has per-tensor sums.
+template <class A, class T, class S, class St>
+KOKKOS_FORCEINLINE_FUNCTION void update_element(const S& s, T& p, T g, St st, [[maybe_unused]] T factor) {
+  if constexpr (has_tensor_sums<A>) A::template update<T>(s, p, g, st, factor);
+  else A::template update<T>(s, p, g, st);
+}
+
 // Stand-ins that keep a wrong Algo from cascading into further errors after its one message.
 struct invalid_policy_options {};
 template <class A>
@@ -259,6 +294,7 @@ struct safe_algorithm_traits {
   using options_type = invalid_policy_options;
   static constexpr std::size_t num_slots = 0;
   static constexpr std::size_t num_scalar_states = 0;
+  static constexpr std::size_t num_tensor_sums = 0;
 };
 template <class A>
   requires has_options<A> && has_slot_names<A>
@@ -266,6 +302,7 @@ struct safe_algorithm_traits<A> {
   using options_type = typename A::Options;
   static constexpr std::size_t num_slots = std::size(A::slot_names);
   static constexpr std::size_t num_scalar_states = scalar_state_names_of<A>().size();
+  static constexpr std::size_t num_tensor_sums = tensor_sum_names_of<A>().size();
 };
 
 // The per-step scalars Algo::prepare<T> returns.

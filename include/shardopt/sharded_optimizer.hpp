@@ -34,6 +34,7 @@
 #include <shardopt/detail/format.hpp>
 #include <shardopt/detail/fused_update.hpp>
 #include <shardopt/detail/grad_norm.hpp>
+#include <shardopt/detail/tensor_sums.hpp>
 #include <shardopt/detail/lanes.hpp>
 #include <shardopt/detail/plan.hpp>
 #include <shardopt/detail/registry.hpp>
@@ -104,6 +105,8 @@ class ShardedOptimizer {
   static constexpr std::size_t num_slots = detail::safe_algorithm_traits<Algo>::num_slots;
   /// Number of per-tensor scalar states of the algorithm (`Algo::scalar_state_names`; 0 without).
   static constexpr std::size_t num_scalar_states = detail::safe_algorithm_traits<Algo>::num_scalar_states;
+  /// Number of per-tensor sums of the algorithm (`Algo::tensor_sum_names`; 0 for elementwise ones).
+  static constexpr std::size_t num_tensor_sums = detail::safe_algorithm_traits<Algo>::num_tensor_sums;
 
   /// @brief A param group: options and the names of its parameters.
   class ParamGroup {
@@ -452,6 +455,9 @@ class ShardedOptimizer {
     std::array<Kokkos::View<T*, memory_space>, num_slots> loading;  // commit_loaded's new state, until every lane has it
     detail::CopyTable<T, execution_space, memory_space> zero;     // every gradient of this type, zero-filled by zero_grad
     detail::NormWorkspace<T, execution_space, memory_space> norm;  // the gradient norms' leaves (clipping)
+    // Pass 1 of an algorithm with per-tensor sums.
+    typename detail::accumulate_workspace_for<valid_ && (num_tensor_sums > 0), Algo, T, num_slots, execution_space, memory_space>::type
+        accumulate;
     std::size_t zero_of = SIZE_MAX;                                // the number of parameters `zero` was built for
   };
   template <class T>
@@ -544,10 +550,15 @@ class ShardedOptimizer {
     T scale = T(1);
   };
   template <class T>
-  void step_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next, Clipped<T> clipped);
-  double clip_coefficient();
+  struct SegmentTable;
   template <class T>
-  void clip_lane(Lane<T>& plan, detail::NormPieces& pieces);
+  void step_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next, Clipped<T> clipped, const std::vector<double>& factors);
+  double clip_coefficient(detail::NormPieces& pieces);
+  template <class T>
+  void reduce_lane(Lane<T>& plan, detail::NormPieces* pieces);
+  std::vector<double> tensor_factors(const std::vector<std::vector<double>>& next, double coef);
+  template <class T>
+  void accumulate_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next, Clipped<T> clipped, detail::SumPieces& sums);
 
   // Through a class template, so that a wrong Algo is not looked into before step() is used.
   template <class T>

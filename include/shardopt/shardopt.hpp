@@ -24,6 +24,8 @@
 #include <shardopt/algo/adam.hpp>
 #include <shardopt/algo/adamax.hpp>
 #include <shardopt/algo/adamw.hpp>
+#include <shardopt/algo/lamb.hpp>
+#include <shardopt/algo/lars.hpp>
 #include <shardopt/algo/nadam.hpp>
 #include <shardopt/algo/radam.hpp>
 #include <shardopt/algo/rmsprop.hpp>

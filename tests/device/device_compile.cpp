@@ -64,6 +64,8 @@ template void device_compile::exercise<so::algo::Adam, so::layout::FlatPartition
 template void device_compile::exercise<so::algo::AdamW, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
 template void device_compile::exercise<so::algo::Adagrad, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
 template void device_compile::exercise<so::algo::RMSprop, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
+template void device_compile::exercise<so::algo::LAMB, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
+template void device_compile::exercise<so::algo::LARS, so::layout::ChunkCols, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
 template void device_compile::exercise<Lion, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
 template void device_compile::exercise<Adadelta, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
 template void device_compile::exercise<so::algo::Adam, so::layout::Replicated, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);

@@ -24,6 +24,7 @@ struct Segment {
   unsigned scalars;  // index of the parameter's (group, step) scalars
   T grad_divisor;    // 1, or the world size for averaged gradients
   T grad_scale;      // 1, or the clipping coefficient the (averaged) gradient is multiplied by
+  T factor;          // algorithms with per-tensor sums: the tensor's factor (tensor_factor); else 1
   bool operator==(const Segment&) const = default;
 };
 
@@ -121,10 +122,10 @@ struct ScalarSets {
 // With `Mirror`, the updated parameter is also stored to `mirror` (one pass instead of a copy after).
 template <class Algo, bool Mirror, class T, std::size_t N, class Sc, class GradOf>
 KOKKOS_INLINE_FUNCTION void step_loop(const Sc& s, T* SHARDOPT_RESTRICT p, const T* SHARDOPT_RESTRICT g, T* SHARDOPT_RESTRICT mirror,
-                                      StateSlots<T, N> st, std::size_t begin, std::size_t end, GradOf grad_of) {
+                                      StateSlots<T, N> st, std::size_t begin, std::size_t end, T factor, GradOf grad_of) {
   for (std::size_t j = begin; j < end; ++j) {
     st.index = j;
-    Algo::template update<T>(s, p[j], grad_of(g[j]), st);
+    update_element<Algo>(s, p[j], grad_of(g[j]), st, factor);
     if constexpr (Mirror) mirror[j] = p[j];
   }
 }
@@ -133,15 +134,15 @@ KOKKOS_INLINE_FUNCTION void step_loop(const Sc& s, T* SHARDOPT_RESTRICT p, const
 // then the clipping coefficient), a division or multiplication by 1 left out (exact anyway).
 template <class Algo, bool Mirror, class T, std::size_t N, class Sc>
 KOKKOS_INLINE_FUNCTION void step_range(const Sc& scalars, T* SHARDOPT_RESTRICT p, const T* SHARDOPT_RESTRICT g,
-                                       T* SHARDOPT_RESTRICT mirror, T divisor, T scale, StateSlots<T, N> st, std::size_t begin,
-                                       std::size_t end) {
+                                       T* SHARDOPT_RESTRICT mirror, T divisor, T scale, T factor, StateSlots<T, N> st,
+                                       std::size_t begin, std::size_t end) {
   const Sc s = scalars;  // a local copy: stores to p cannot alias it, so its values stay in registers
   if (scale == T(1)) {
-    if (divisor == T(1)) step_loop<Algo, Mirror>(s, p, g, mirror, st, begin, end, [](T x) { return x; });
-    else step_loop<Algo, Mirror>(s, p, g, mirror, st, begin, end, [divisor](T x) { return x / divisor; });
+    if (divisor == T(1)) step_loop<Algo, Mirror>(s, p, g, mirror, st, begin, end, factor, [](T x) { return x; });
+    else step_loop<Algo, Mirror>(s, p, g, mirror, st, begin, end, factor, [divisor](T x) { return x / divisor; });
   } else {
-    if (divisor == T(1)) step_loop<Algo, Mirror>(s, p, g, mirror, st, begin, end, [scale](T x) { return x * scale; });
-    else step_loop<Algo, Mirror>(s, p, g, mirror, st, begin, end, [divisor, scale](T x) { return x / divisor * scale; });
+    if (divisor == T(1)) step_loop<Algo, Mirror>(s, p, g, mirror, st, begin, end, factor, [scale](T x) { return x * scale; });
+    else step_loop<Algo, Mirror>(s, p, g, mirror, st, begin, end, factor, [divisor, scale](T x) { return x / divisor * scale; });
   }
 }
 
@@ -154,9 +155,9 @@ KOKKOS_INLINE_FUNCTION void step_block(const Segment<T, N>& seg, const Scalars& 
   // An algorithm may fix its option flags at compile time for the loop (see algo::Adam).
   auto run = [&](const auto& s) {
     if (seg.mirror)
-      step_range<Algo, true, T, N>(s, seg.param, seg.grad, seg.mirror, seg.grad_divisor, seg.grad_scale, st, begin, end);
+      step_range<Algo, true, T, N>(s, seg.param, seg.grad, seg.mirror, seg.grad_divisor, seg.grad_scale, seg.factor, st, begin, end);
     else
-      step_range<Algo, false, T, N>(s, seg.param, seg.grad, nullptr, seg.grad_divisor, seg.grad_scale, st, begin, end);
+      step_range<Algo, false, T, N>(s, seg.param, seg.grad, nullptr, seg.grad_divisor, seg.grad_scale, seg.factor, st, begin, end);
   };
   if constexpr (requires { Algo::template with_fixed_flags<T>(sc, [](const auto&) {}); })
     Algo::template with_fixed_flags<T>(sc, run);
@@ -225,7 +226,7 @@ void fused_update(const ExecSpace& exec, std::vector<Segment<T, N>>&& segments, 
             mine.index = j;
             T g = s.grad_divisor != T(1) ? s.grad[j] / s.grad_divisor : s.grad[j];
             if (s.grad_scale != T(1)) g *= s.grad_scale;
-            Algo::template update<T>(sc, s.param[j], g, mine);
+            update_element<Algo>(sc, s.param[j], g, mine, s.factor);
             if (s.mirror) s.mirror[j] = s.param[j];
           });
         });

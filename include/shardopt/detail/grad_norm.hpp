@@ -95,37 +95,44 @@ struct NormPieces {
   std::vector<double> maxima;  // per parameter
 };
 
-/// Adds the pieces of `runs` (built with leaf_at 0) to `out`, in batches of at most `max_leaves`
-/// leaves (runs longer than that are cut at block boundaries: any cut gives the same bits), one
-/// launch and one copy to the host each.
-template <class T, class ExecSpace, class MemorySpace>
-void norm_pieces(const ExecSpace& exec, std::vector<NormRun<T>> runs, NormWorkspace<T, ExecSpace, MemorySpace>& ws, NormPieces& out,
-                 std::int64_t max_leaves) {
+/// The `n` leaves at `leaves` (memory of MemorySpace) readable on the host: themselves on the host
+/// path, else copied into `host`.
+template <class MemorySpace, class ExecSpace>
+const double* leaves_on_host(const double* leaves, std::size_t n, std::vector<double>& host, MemorySpace, const ExecSpace&) {
+  if constexpr (host_path<ExecSpace, MemorySpace>) {
+    return leaves;
+  } else {
+    host.resize(n);
+    copy_n<Kokkos::HostSpace, MemorySpace>(host.data(), leaves, n);
+    return host.data();
+  }
+}
+
+/// @brief Cuts `runs` (each with begin, end, length and leaf_at) into runs of at most about
+/// `max_leaves / 2` blocks, at block boundaries (`cut(r, at, next)` is the part [at, next) of r:
+/// any cut gives the same bits), groups them into batches of at most `max_leaves` leaves, and calls
+/// `launch(batch, items, leaves)` for each: the batch's runs with their leaf_at, the launch items
+/// (run, first leaf, end leaf; at most leaves_per_item leaves each) and the batch's leaf count.
+template <class Run, class Cut, class Launch>
+void leaf_batches(const std::vector<Run>& runs, std::int64_t max_leaves, Cut&& cut, Launch&& launch) {
   max_leaves = std::max<std::int64_t>(max_leaves, 4 * leaves_per_item);
-  // Cut long runs (at multiples of a block past their first whole block).
-  std::vector<NormRun<T>> cut;
-  const std::int64_t span = (max_leaves / 2) * sum_block;  // elements per cut run: at most max_leaves / 2 + 2 * sum_block leaves
-  for (const auto& r : runs) {
-    if (r.end <= r.begin) continue;
-    std::int64_t at = r.begin;
-    while (at < r.end) {
-      std::int64_t next = r.end;
-      if (r.end - at > span) next = ((at + span) / sum_block) * sum_block;
-      cut.push_back({r.data + (at - r.begin), at, next, r.length, r.sum, 0});
+  std::vector<Run> parts;
+  const std::int64_t span = (max_leaves / 2) * sum_block;  // at most max_leaves / 2 + 2 * sum_block leaves a part
+  for (const auto& r : runs)
+    for (std::int64_t at = r.begin; at < r.end;) {
+      const std::int64_t next = r.end - at > span ? ((at + span) / sum_block) * sum_block : r.end;
+      parts.push_back(cut(r, at, next));
       at = next;
     }
-  }
-  constexpr bool on_host = host_path<ExecSpace, MemorySpace>;
-  for (std::size_t first = 0; first < cut.size();) {
-    // A batch: runs while their leaves fit (at least one run).
-    std::vector<NormRun<T>> batch;
+  for (std::size_t first = 0; first < parts.size();) {
+    std::vector<Run> batch;
     std::vector<Block> items;
     std::int64_t leaves = 0;
     std::size_t k = first;
-    for (; k < cut.size(); ++k) {
-      const std::int64_t n = leaf_span(cut[k].begin, cut[k].end, cut[k].length).count();
+    for (; k < parts.size(); ++k) {
+      const std::int64_t n = leaf_span(parts[k].begin, parts[k].end, parts[k].length).count();
       if (!batch.empty() && leaves + n > max_leaves) break;
-      NormRun<T> r = cut[k];
+      Run r = parts[k];
       r.leaf_at = leaves;
       for (std::int64_t j = 0; j < n; j += leaves_per_item)
         items.push_back({batch.size(), static_cast<std::size_t>(j), static_cast<std::size_t>(std::min(n, j + leaves_per_item))});
@@ -133,6 +140,19 @@ void norm_pieces(const ExecSpace& exec, std::vector<NormRun<T>> runs, NormWorksp
       leaves += n;
     }
     first = k;
+    launch(std::move(batch), std::move(items), leaves);
+  }
+}
+
+/// Adds the pieces of `runs` (any leaf_at) to `out`, in batches of at most `max_leaves` leaves
+/// (leaf_batches), one launch and one copy to the host each.
+template <class T, class ExecSpace, class MemorySpace>
+void norm_pieces(const ExecSpace& exec, const std::vector<NormRun<T>>& runs, NormWorkspace<T, ExecSpace, MemorySpace>& ws,
+                 NormPieces& out, std::int64_t max_leaves) {
+  auto cut = [](const NormRun<T>& r, std::int64_t at, std::int64_t next) {
+    return NormRun<T>{r.data + (at - r.begin), at, next, r.length, r.sum, 0};
+  };
+  leaf_batches(runs, max_leaves, cut, [&](std::vector<NormRun<T>>&& batch, std::vector<Block>&& items, std::int64_t leaves) {
     if (ws.leaves.extent(0) < static_cast<std::size_t>(leaves))
       ws.leaves = Kokkos::View<double*, MemorySpace>(Kokkos::view_alloc(Kokkos::WithoutInitializing, "shardopt::norm_leaves"),
                                                     static_cast<std::size_t>(leaves));
@@ -140,7 +160,7 @@ void norm_pieces(const ExecSpace& exec, std::vector<NormRun<T>> runs, NormWorksp
     const Block* its = ws.items.sync(exec, std::move(items));
     double* out_leaves = ws.leaves.data();
     const NormOrder order = out.order;
-    if constexpr (on_host) {
+    if constexpr (host_path<ExecSpace, MemorySpace>) {
       Kokkos::parallel_for(
           "shardopt::norm_leaves", Kokkos::RangePolicy<ExecSpace>(exec, 0, ws.items.size()), [=](const std::size_t i) {
             const Block b = its[i];
@@ -162,12 +182,7 @@ void norm_pieces(const ExecSpace& exec, std::vector<NormRun<T>> runs, NormWorksp
           });
       exec.fence();
     }
-    const double* host = out_leaves;
-    if constexpr (!on_host) {
-      ws.host.resize(static_cast<std::size_t>(leaves));
-      copy_n<Kokkos::HostSpace, MemorySpace>(ws.host.data(), out_leaves, ws.host.size());
-      host = ws.host.data();
-    }
+    const double* host = leaves_on_host(out_leaves, static_cast<std::size_t>(leaves), ws.host, MemorySpace{}, exec);
     for (const auto& r : batch) {
       const double* l = host + r.leaf_at;
       if (!order.is_max()) {
@@ -178,7 +193,7 @@ void norm_pieces(const ExecSpace& exec, std::vector<NormRun<T>> runs, NormWorksp
       const std::int64_t n = leaf_span(r.begin, r.end, r.length).count();
       for (std::int64_t j = 0; j < n; ++j) m = math::maximum(m, l[j]);
     }
-  }
+  });
 }
 
 }  // namespace shardopt::detail

@@ -54,6 +54,25 @@ KOKKOS_INLINE_FUNCTION double block_sum(const Term& term) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+/// The block sums of K sums at once: `term(j, t)` writes element j's K terms to t[0, K); out[k] is
+/// block_sum of the terms t[k] (the same additions in the same order, one element read once).
+SHARDOPT_HOST_DEVICE_TEMPLATE
+template <std::size_t K, class Term>
+KOKKOS_INLINE_FUNCTION void block_sums(const Term& term, double* out) {
+  double acc[8][K], t[K];
+  for (int j = 0; j < 8; ++j) {
+    term(j, t);
+    for (std::size_t k = 0; k < K; ++k) acc[j][k] = t[k];
+  }
+  for (int r = 1; r < static_cast<int>(sum_block / 8); ++r)
+    for (int j = 0; j < 8; ++j) {
+      term(8 * r + j, t);
+      for (std::size_t k = 0; k < K; ++k) acc[j][k] += t[k];
+    }
+  for (std::size_t k = 0; k < K; ++k)
+    out[k] = ((acc[0][k] + acc[1][k]) + (acc[2][k] + acc[3][k])) + ((acc[4][k] + acc[5][k]) + (acc[6][k] + acc[7][k]));
+}
+
 /// @brief The leaves of a run [begin, end) of a sum of `length` terms: `head` loose terms, then
 /// `blocks` whole blocks from block `first_block`, then `tail` loose terms. A run that reaches the
 /// end of its sum takes its last block whole (the terms past the end are +0), so a sum held whole

@@ -32,15 +32,21 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_after(detail::LocalEr
     throw;
   }
   replan_if_needed();
-  if (clip_) {
-    // Every gradient reduced first (into the gradients' memory), then the total norm, then the step.
-    const double coef = clip_coefficient();
+  if (!clip_ && num_tensor_sums == 0) {
+    detail::for_each_lane(lanes_, [&](auto& lane) { step_lane(lane, next, {}, {}); });
+  } else {
+    // Every gradient reduced first (into the gradients' memory); then the total norm (clipping) and
+    // pass 1 with every tensor's sums (per-tensor sums); then the step, from the gradients' memory.
+    std::optional<detail::NormPieces> norms;
+    if (clip_) norms.emplace(detail::NormPieces{detail::NormOrder{clip_->norm_type}, {}, std::vector<double>(params_.size(), 0.0)});
+    detail::for_each_lane(lanes_, [&](auto& lane) { reduce_lane(lane, norms ? &*norms : nullptr); });
+    const double coef = clip_ ? clip_coefficient(*norms) : 1.0;
+    std::vector<double> factors;
+    if constexpr (num_tensor_sums > 0) factors = tensor_factors(next, coef);
     detail::for_each_lane(lanes_, [&](auto& lane) {
       using T = typename std::decay_t<decltype(lane)>::value_type;
-      step_lane(lane, next, Clipped<T>{true, static_cast<T>(coef)});
+      step_lane(lane, next, Clipped<T>{true, static_cast<T>(coef)}, factors);
     });
-  } else {
-    detail::for_each_lane(lanes_, [&](auto& lane) { step_lane(lane, next, {}); });
   }
   for (std::size_t i = 0; i < params_.size(); ++i) {
     if (!params_[i].grad_present) continue;
@@ -67,17 +73,15 @@ std::vector<std::vector<double>> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>
   return next;
 }
 
-// Clipping's first phase (collective): every lane's gradients reduced into their memory and their
-// norms' pieces taken, the pieces completed over the ranks, and the total norm (last_grad_norm_),
+// Clipping (collective): the pieces of every lane's norms (reduce_lane) completed over the ranks, and
+// the total norm (last_grad_norm_),
 // as torch's clip_grad_norm_: each present tensor's norm in its dtype, the norm of those in float32
 // if every one is float32 (else float64). Returns min(1, max_norm / (total + 1e-6)) in that dtype,
 // computed as torch does (reciprocal, then the product), and throws on every rank for a
 // non-finite total under error_if_nonfinite.
 template <class Algo, class Layout, class Comm, class ExecSpace>
-double ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_coefficient() {
+double ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_coefficient(detail::NormPieces& pieces) {
   const ClipGradNorm c = *clip_;
-  detail::NormPieces pieces{detail::NormOrder{c.norm_type}, {}, std::vector<double>(params_.size(), 0.0)};
-  detail::for_each_lane(lanes_, [&](auto& lane) { clip_lane(lane, pieces); });
   const bool max = pieces.order.is_max();
   std::vector<double> values;  // per parameter: its sum of |g|^p, or its largest |g|
   if (!max) {
@@ -123,13 +127,13 @@ double ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_coefficient() {
   return coef;
 }
 
-// Clipping's first phase for the element type T: each bucket packed, reduced and its reduced window
-// (averaged) copied back into the gradients it steps; then the pieces of the norms of what this rank
-// counts (each element on exactly one rank), the gradients stepped in place included (like writes():
-// a shard by its holder, a whole tensor by rank 0).
+// The reduction first, for the element type T: each bucket packed, reduced and its reduced window
+// (averaged) copied back into the gradients it steps; with `pieces` (clipping), the pieces of the
+// norms of what this rank counts (each element on exactly one rank), the gradients stepped in
+// place included (like writes(): a shard by its holder, a whole tensor by rank 0).
 template <class Algo, class Layout, class Comm, class ExecSpace>
 template <class T>
-void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_lane(Lane<T>& plan, detail::NormPieces& pieces) {
+void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::reduce_lane(Lane<T>& plan, detail::NormPieces* pieces) {
   const int p = comm_.size(), me = comm_.rank();
   const bool parted = strategy() == Strategy::partitioned;
   const T divisor = Layout::reduction == Reduction::mean ? static_cast<T>(p) : T(1);
@@ -145,6 +149,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_lane(Lane<T>& plan, d
   // it) the rank's P-th of the bucket.
   auto reduced = [&](std::size_t b) {
     detail::copy_runs(exec_, plan.tables[b].restore, divisor);
+    if (!pieces) return;
     const auto w = static_cast<std::int64_t>(width(b));
     const std::int64_t lo = parted ? 0 : w * me / p, hi = parted ? w : w * (me + 1) / p;
     for (const auto& u : plan.layout.buckets[b].update) {
@@ -153,7 +158,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_lane(Lane<T>& plan, d
       if (!prm.grad_present || a >= e) continue;
       runs.push_back({static_cast<const T*>(prm.pieces[0].grad) + u.src + a, u.src + a, u.src + e, prm.numel(), u.param, 0});
     }
-    detail::norm_pieces(exec_, std::move(runs), plan.norm, pieces, max_leaves);
+    detail::norm_pieces(exec_, runs, plan.norm, *pieces, max_leaves);
     runs.clear();
   };
   if constexpr (can_start) {
@@ -181,6 +186,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_lane(Lane<T>& plan, d
       reduced(b);
     }
   }
+  if (!pieces) return;
   for (const auto& r : plan.layout.state_runs) {
     const auto& prm = params_[r.param];
     if (r.packed || !prm.grad_present || !writes(r.param, r)) continue;
@@ -188,44 +194,130 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_lane(Lane<T>& plan, d
     for (const auto& [global, within, length] : segments(r.param, r))
       runs.push_back({grad + within, global, global + length, prm.numel(), r.param, 0});
   }
-  detail::norm_pieces(exec_, std::move(runs), plan.norm, pieces, max_leaves);
+  detail::norm_pieces(exec_, runs, plan.norm, *pieces, max_leaves);
 }
 
-// One step of the element type T: each bucket in turn (pack, reduce, update, and under a
-// partitioned strategy the all-gather and unpack), then the runs stepped in place in one launch.
+// Pass 1 of an algorithm with per-tensor sums (collective): Algo::accumulate over every element
+// each lane steps, the sums completed over the ranks (every rank's pieces; where ranks step the
+// same elements, the lowest rank's count), and each present tensor's factor (Algo::tensor_factor,
+// a value of its dtype), 1 for the others.
+template <class Algo, class Layout, class Comm, class ExecSpace>
+std::vector<double> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::tensor_factors(const std::vector<std::vector<double>>& next,
+                                                                                     double coef) {
+  constexpr std::size_t K = num_tensor_sums;
+  detail::SumPieces sums;
+  detail::for_each_lane(lanes_, [&](auto& lane) {
+    using T = typename std::decay_t<decltype(lane)>::value_type;
+    accumulate_lane(lane, next, Clipped<T>{true, static_cast<T>(coef)}, sums);
+  });
+  std::vector<std::int64_t> lengths(params_.size() * K);
+  for (std::size_t i = 0; i < lengths.size(); ++i) lengths[i] = numel_of(i / K);
+  before_collective();
+  const std::vector<double> values = detail::complete_sums(comm_, sums, lengths);
+  std::vector<double> factors(params_.size(), 1.0);
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    if (!params_[i].grad_present) continue;
+    detail::visit_dtype(params_[i].dtype, [&](auto t) {
+      using T = typename decltype(t)::type;
+      factors[i] = static_cast<double>(static_cast<T>(
+          Algo::template tensor_factor<T>(groups_[params_[i].group].options, std::span<const double>(values.data() + i * K, K))));
+    });
+  }
+  return factors;
+}
+
+// Pass 1 for the element type T: every element this rank steps (its packed windows, its local runs),
+// from the reduced gradients in their memory, into `sums` (sum K * i + k of parameter i).
 template <class Algo, class Layout, class Comm, class ExecSpace>
 template <class T>
-void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next,
-                                                                 Clipped<T> clipped) {
-  init_state(plan);
-  // The scalars of each (group, step, scalar state) triple, computed once: parameters usually
-  // share all three (a scalar state by its bits).
-  std::vector<Scalars<T>> scalars;
+void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::accumulate_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next,
+                                                                      Clipped<T> clipped, detail::SumPieces& sums) {
+  if constexpr (num_tensor_sums > 0 && valid_) {
+    init_state(plan);
+    const std::vector<double> no_factors;
+    SegmentTable<T> segment{*this, plan, next, clipped, no_factors};
+    std::vector<detail::SumRun<T, num_slots>> runs;
+    for (const auto& bk : plan.layout.buckets)
+      for (const auto& u : bk.update) {
+        const auto& prm = params_[u.param];
+        if (!prm.grad_present) continue;
+        auto s = segment(prm, u.state_offset, static_cast<std::size_t>(u.length));
+        s.param = static_cast<T*>(prm.pieces[0].value) + u.src;
+        s.grad = static_cast<const T*>(prm.pieces[0].grad) + u.src;
+        runs.push_back({s, u.src, u.src + u.length, prm.numel(), u.param, 0});
+      }
+    for (const auto& r : plan.layout.state_runs) {
+      const auto& prm = params_[r.param];
+      if (r.packed || !prm.grad_present) continue;
+      for (const auto& [global, within, length] : segments(r.param, r)) {
+        auto s = segment(prm, r.state_offset + within, static_cast<std::size_t>(length));
+        s.param = static_cast<T*>(prm.pieces[r.piece].value) + within;
+        s.grad = static_cast<const T*>(prm.pieces[r.piece].grad) + within;
+        runs.push_back({s, global, global + length, prm.numel(), r.param, 0});
+      }
+    }
+    detail::accumulate_pieces<Algo, num_tensor_sums>(exec_, runs, segment.scalars, plan.accumulate, sums,
+                                                     bucket_elements<T>() / detail::sum_block);
+  }
+}
+
+// The segments of one step of the element type T and their scalars: the scalars of each (group,
+// step, scalar state) triple computed once (parameters usually share all three, a scalar state by
+// its bits), a segment's index into them, its clipping coefficient and its tensor's factor.
+template <class Algo, class Layout, class Comm, class ExecSpace>
+template <class T>
+struct ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::SegmentTable {
   using Key = std::tuple<std::size_t, std::int64_t, std::vector<std::uint64_t>>;
-  std::map<Key, unsigned> scalar_index;
+  const ShardedOptimizer& opt;
+  const Lane<T>& plan;
+  const std::vector<std::vector<double>>& next;  // each parameter's scalar state after the step
+  Clipped<T> clipped;
+  const std::vector<double>& factors;  // per parameter; empty: 1
+  std::vector<Scalars<T>> scalars;
+  std::map<Key, unsigned> index;
   Key last_key{SIZE_MAX, -1, {}};
   unsigned last = 0;
-  auto segment = [&](const Param& prm, std::int64_t state_offset, std::size_t length) {
+
+  SegmentTable(const ShardedOptimizer& o, const Lane<T>& l, const std::vector<std::vector<double>>& n, Clipped<T> c,
+               const std::vector<double>& f)
+      : opt(o), plan(l), next(n), clipped(c), factors(f) {}
+
+  // A segment of `length` elements of `prm` whose state is at `state_offset` (parameter and
+  // gradient pointers left to the caller).
+  detail::Segment<T, num_slots> operator()(const Param& prm, std::int64_t state_offset, std::size_t length) {
     detail::Segment<T, num_slots> s{};
     s.size = length;
-    const std::vector<double>& state = next[static_cast<std::size_t>(&prm - params_.data())];
+    const auto i = static_cast<std::size_t>(&prm - opt.params_.data());
+    const std::vector<double>& state = next[i];
     const auto& last_bits = std::get<2>(last_key);
     const bool same = prm.group == std::get<0>(last_key) && prm.step == std::get<1>(last_key) && state.size() == last_bits.size() &&
                       (state.empty() || std::memcmp(state.data(), last_bits.data(), state.size() * sizeof(double)) == 0);
     if (!same) {  // the key (with a copy of the state's bits) is built only when it changes
       Key key{prm.group, prm.step, std::vector<std::uint64_t>(state.size())};
       if (!state.empty()) std::memcpy(std::get<2>(key).data(), state.data(), state.size() * sizeof(double));
-      auto [it, added] = scalar_index.try_emplace(key, static_cast<unsigned>(scalars.size()));
-      if (added) scalars.push_back(detail::prepare_step<Algo, T>(groups_[prm.group].options, prm.step + 1, state));
+      auto [it, added] = index.try_emplace(key, static_cast<unsigned>(scalars.size()));
+      if (added) scalars.push_back(detail::prepare_step<Algo, T>(opt.groups_[prm.group].options, prm.step + 1, state));
       last = it->second;
       last_key = std::move(key);
     }
     s.scalars = last;
     s.grad_divisor = T(1);
     s.grad_scale = clipped.scale;
+    s.factor = factors.empty() ? T(1) : static_cast<T>(factors[i]);
     for (std::size_t k = 0; k < num_slots; ++k) s.slot[k] = plan.state[k].size() ? plan.state[k].data() + state_offset : nullptr;
     return s;
-  };
+  }
+};
+
+// One step of the element type T: each bucket in turn (pack, reduce, update, and under a
+// partitioned strategy the all-gather and unpack), then the runs stepped in place in one launch.
+template <class Algo, class Layout, class Comm, class ExecSpace>
+template <class T>
+void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next,
+                                                                 Clipped<T> clipped, const std::vector<double>& factors) {
+  init_state(plan);
+  SegmentTable<T> segment{*this, plan, next, clipped, factors};
+  const auto& scalars = segment.scalars;
   std::vector<detail::Segment<T, num_slots>> segs;
   for (const auto& r : plan.layout.state_runs) {
     const auto& prm = params_[r.param];
