@@ -52,7 +52,7 @@ struct ClipGradNorm {
   double max_norm;          ///< the largest total norm left unscaled (infinity: never scale, only measure)
   double norm_type = 2.0;   ///< p of the p-norm: a finite p > 0, or INFINITY for the largest |g|
   bool error_if_nonfinite = false;  ///< throw (on every rank, stepping nothing) if the total norm is NaN or infinite
-  bool operator==(const ClipGradNorm&) const = default;
+  bool operator==(const ClipGradNorm&) const = default;  ///< equal settings
 };
 
 /// @brief An optimizer over named parameters, plain or sharded, composed of three policies.

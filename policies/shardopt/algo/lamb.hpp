@@ -63,9 +63,15 @@ struct LAMB {
   /// @brief The per-step scalars, computed once on the host.
   template <class T>
   struct Scalars {
-    T one_minus_beta1, beta1, one_minus_beta2, beta2;  ///< the moments' weights
-    T bias_correction1, bias_correction2;              ///< 1 - beta^step
-    T eps, weight_decay, neg_lr;                       ///< eps, weight_decay, -lr
+    T one_minus_beta1;   ///< 1 - beta1
+    T beta1;             ///< beta1
+    T one_minus_beta2;   ///< 1 - beta2
+    T beta2;             ///< beta2
+    T bias_correction1;  ///< 1 - beta1^step
+    T bias_correction2;  ///< 1 - beta2^step
+    T eps;               ///< eps
+    T weight_decay;      ///< weight_decay
+    T neg_lr;            ///< -lr
   };
   /// Scalars of step `step` (1 for the first step) under options `o`.
   template <class T>

@@ -63,8 +63,10 @@ struct LARS {
   /// @brief The per-step scalars, computed once on the host.
   template <class T>
   struct Scalars {
-    T weight_decay, neg_lr, momentum;  ///< weight_decay, -lr, momentum
-    bool nesterov;                     ///< Nesterov momentum
+    T weight_decay;  ///< weight_decay
+    T neg_lr;        ///< -lr
+    T momentum;      ///< momentum
+    bool nesterov;   ///< Nesterov momentum
   };
   /// Scalars of any step under options `o`.
   template <class T>
