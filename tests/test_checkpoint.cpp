@@ -472,6 +472,31 @@ BOOST_AUTO_TEST_CASE(load_state_dict_rejects_what_does_not_fit) {
   expect_error(sd, {"do not cover", "slot exp_avg of 'a': 11 of 21 elements"});
 }
 
+// An algorithm with per-tensor sums (LAMB: its trust ratio from norms over whole tensors) resumes
+// from a checkpoint of another layout, and from local state dicts, with the bits of a run that
+// never stopped.
+BOOST_AUTO_TEST_CASE(lamb_resumes_under_another_layout) {
+  using LAMB = so::algo::LAMB;
+  const LAMB::Options o{.lr = 0.05, .weight_decay = 0.1};
+  TempDir dir;
+  Model<layout::ChunkCols, LAMB> straight(MPI_COMM_WORLD, o), first(MPI_COMM_WORLD, o);
+  for (int k = 1; k <= 6; ++k) straight.step(k);
+  for (int k = 1; k <= 3; ++k) first.step(k);
+  first.opt->save(dir.path + "/l.safetensors");
+  MPI_Barrier(MPI_COMM_WORLD);
+  Model<layout::FlatPartition, LAMB> second(MPI_COMM_WORLD, o);
+  second.copy_params_from(first);
+  second.opt->load(dir.path + "/l.safetensors");
+  Model<layout::DataParallel, LAMB> third(MPI_COMM_WORLD, o);
+  third.copy_params_from(first);
+  third.opt->load_state_dict(first.opt->state_dict());
+  for (int k = 4; k <= 6; ++k) second.step(k), third.step(k);
+  check_same(straight.opt->full_state_dict(), second.opt->full_state_dict(), "LAMB resumed from a file");
+  check_same(straight.opt->full_state_dict(), third.opt->full_state_dict(), "LAMB resumed from state dicts");
+  BOOST_TEST((test::to_host<float>(straight.a) == test::to_host<float>(second.a)));
+  BOOST_TEST((test::to_host<double>(straight.b) == test::to_host<double>(third.b)));
+}
+
 // NAdam's per-tensor mu_product: kept per parameter on every rank, in state dicts and files under
 // torch's key, resharded with the rest, validated on load, and left alone by a step that fails or
 // skips the parameter.

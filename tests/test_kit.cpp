@@ -143,6 +143,33 @@ const auto nadam_reference = [](const so::algo::NAdam::Options& o, std::int64_t 
   p = p + (T((-o.lr * mu_next) / (1 - mu_product[0] * mu_next)) * state[0]) / denom;
 };
 
+// LAMB and LARS on a one-element tensor, whose norms are |p| and |u| (as the optimizer computes a
+// norm: the square root in double of the square in double, rounded to T).
+template <class T>
+T one_element_norm(T x) {
+  return static_cast<T>(std::sqrt(static_cast<double>(x) * static_cast<double>(x)));
+}
+const auto lamb_reference = [](const so::algo::LAMB::Options& o, std::int64_t step, auto& p, auto g, auto state) {
+  using T = std::remove_reference_t<decltype(p)>;
+  const double t = double(step);
+  state[0] = T(1 - o.beta1) * g + T(o.beta1) * state[0];
+  state[1] = T(1 - o.beta2) * (g * g) + T(o.beta2) * state[1];
+  const T u = (state[0] / T(1 - std::pow(o.beta1, t))) / (std::sqrt(state[1] / T(1 - std::pow(o.beta2, t))) + T(o.eps)) +
+              T(o.weight_decay) * p;
+  const T pn = one_element_norm(p), un = one_element_norm(u);
+  const T r = pn == T(0) || un == T(0) ? T(1) : pn / un;
+  p = p + T(-o.lr) * (u * r);
+};
+const auto lars_reference = [](const so::algo::LARS::Options& o, std::int64_t, auto& p, auto g, auto state) {
+  using T = std::remove_reference_t<decltype(p)>;
+  const T u0 = g + T(o.weight_decay) * p;
+  const T pn = one_element_norm(p), un = one_element_norm(u0);
+  const T r = pn == T(0) || un == T(0) ? T(1) : T(o.trust_coefficient) * pn / (un + T(o.eps));
+  const T u = T(-o.lr) * (u0 * r);
+  state[0] = u + T(o.momentum) * state[0];
+  p = p + (o.nesterov ? u + T(o.momentum) * state[0] : state[0]);
+};
+
 // Lion (examples/lion.hpp): c = b1 m + (1 - b1) g; p = p (1 - lr wd) - lr sign(c); m = b2 m + (1 - b2) g,
 // with torch.sign (0 for 0, -0 and NaN).
 const auto lion_reference = [](const Lion::Options& o, std::int64_t, auto& p, auto g, auto state) {
@@ -176,6 +203,9 @@ SHARDOPT_ALGORITHM_CONFORMANCE(kit_radam, so::algo::RAdam, radam_reference, {.lr
                                {.beta1 = 0.3, .weight_decay = 0.1, .decoupled_weight_decay = true, .maximize = true});
 SHARDOPT_ALGORITHM_CONFORMANCE(kit_nadam, so::algo::NAdam, nadam_reference, {.lr = 0.05, .weight_decay = 0.1, .momentum_decay = 0.3},
                                {.beta1 = 0.3, .weight_decay = 0.1, .decoupled_weight_decay = true, .maximize = true});
+SHARDOPT_ALGORITHM_CONFORMANCE(kit_lamb, so::algo::LAMB, lamb_reference, {.lr = 0.05, .eps = 0.1, .weight_decay = 0.1});
+SHARDOPT_ALGORITHM_CONFORMANCE(kit_lars, so::algo::LARS, lars_reference, {.lr = 0.05, .weight_decay = 0.1, .trust_coefficient = 0.5, .eps = 0.1},
+                               {.momentum = 0.5, .nesterov = true});
 SHARDOPT_ALGORITHM_CONFORMANCE(kit_lion, Lion, lion_reference, {.lr = 0.1, .weight_decay = 0.5}, {.beta1 = 0.5, .beta2 = 0.9});
 
 // RAdam's rectified step starts at step 7 (rho_t > 5), after the suite's five steps: run it longer.

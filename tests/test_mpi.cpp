@@ -285,6 +285,26 @@ void seeds_mistake(const typename Algo::Options& o, bool clip) {
   if (clip) BOOST_TEST((seed.last_grad_norm() != whole.last_grad_norm()) == (p > 1));
 }
 
+// Under Replicated each rank's whole tensors are its own: LAMB's norms are those of this rank's
+// copy (nothing communicated), as one process stepping this rank's gradients.
+BOOST_AUTO_TEST_CASE(replicated_whole_tensors_have_their_own_norms) {
+  Mpi comm = world();
+  so::ShardedOptimizer<so::algo::LAMB, Replicated, Mpi> mine(comm, {.lr = 0.1});
+  so::ShardedOptimizer<so::algo::LAMB, Replicated, Serial> one(Serial{}, {.lr = 0.1});
+  Kokkos::View<float*> w("w", 10), gw("gw", 10), rw("rw", 10), rgw("rgw", 10);
+  Kokkos::deep_copy(w, 0.5f);
+  Kokkos::deep_copy(rw, 0.5f);
+  mine.add_param("w", w, gw);
+  one.add_param("w", rw, rgw);
+  std::vector<float> g(10);
+  for (int i = 0; i < 10; ++i) g[i] = static_cast<float>(test::gradient_value(7 * comm.rank(), i, 1) * (1 + comm.rank()));
+  test::from_host(gw, g);
+  test::from_host(rgw, g);
+  mine.step();
+  one.step();
+  BOOST_TEST(test::to_host<float>(w) == test::to_host<float>(rw), boost::test_tools::per_element());
+}
+
 BOOST_AUTO_TEST_CASE(local_clipping_is_the_seeds_mistake) { seeds_mistake<so::algo::SGD>({.lr = 1.0}, true); }
 BOOST_AUTO_TEST_CASE(local_lamb_is_the_seeds_mistake) { seeds_mistake<so::algo::LAMB>({.lr = 0.1, .weight_decay = 0.1}, false); }
 BOOST_AUTO_TEST_CASE(local_lars_is_the_seeds_mistake) { seeds_mistake<so::algo::LARS>({.lr = 0.1, .trust_coefficient = 0.5}, false); }

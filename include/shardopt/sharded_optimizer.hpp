@@ -558,7 +558,10 @@ class ShardedOptimizer {
   void reduce_lane(Lane<T>& plan, detail::NormPieces* pieces);
   std::vector<double> tensor_factors(const std::vector<std::vector<double>>& next, double coef);
   template <class T>
-  void accumulate_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next, Clipped<T> clipped, detail::SumPieces& sums);
+  void accumulate_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next, Clipped<T> clipped, detail::SumPieces& sums,
+                       detail::SumPieces& own);
+  // Whether parameter i's per-tensor sums are this rank's own: a whole tensor stepped in place.
+  bool own_sums(std::size_t i) const { return params_[i].shards.empty() && strategy() == Strategy::local; }
 
   // Through a class template, so that a wrong Algo is not looked into before step() is used.
   template <class T>

@@ -173,16 +173,19 @@ struct FusedWorkspace {
   DeviceTable<Scalars, ExecSpace, MemorySpace> scalars;  // only when a step has more than ScalarSets::inline_sets
 };
 
-// The workspace of an optimizer whose Algo is valid; nothing otherwise (no error cascade).
+// The workspace W of an optimizer whose Algo is valid (and needs it); nothing otherwise (no error cascade).
 struct NoWorkspace {};
-template <bool Valid, class Algo, class T, std::size_t N, class ExecSpace, class MemorySpace>
-struct fused_workspace_for {
+template <bool Valid, template <class, std::size_t, class, class, class> class W, class Algo, class T, std::size_t N, class ExecSpace,
+          class MemorySpace>
+struct workspace_for {
   using type = NoWorkspace;
 };
-template <class Algo, class T, std::size_t N, class ExecSpace, class MemorySpace>
-struct fused_workspace_for<true, Algo, T, N, ExecSpace, MemorySpace> {
-  using type = FusedWorkspace<T, N, typename scalars_of<Algo, T>::type, ExecSpace, MemorySpace>;
+template <template <class, std::size_t, class, class, class> class W, class Algo, class T, std::size_t N, class ExecSpace, class MemorySpace>
+struct workspace_for<true, W, Algo, T, N, ExecSpace, MemorySpace> {
+  using type = W<T, N, typename scalars_of<Algo, T>::type, ExecSpace, MemorySpace>;
 };
+template <bool Valid, class Algo, class T, std::size_t N, class ExecSpace, class MemorySpace>
+using fused_workspace_for = workspace_for<Valid, FusedWorkspace, Algo, T, N, ExecSpace, MemorySpace>;
 
 // One launch over every element of every segment, stream-ordered on `exec`: on a device nothing
 // waits for it (unless the step has more distinct scalar sets than fit in the launch). On host

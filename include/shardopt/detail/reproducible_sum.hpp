@@ -14,7 +14,10 @@
 /// then completes every sum from all ranks' pieces with the same formulas (complete_sums(): one
 /// all-gather of the pieces of all sums together). Any cut of the terms into runs, over any number
 /// of ranks, gives the same bits; where two ranks give the same piece (copies), the lowest rank's
-/// counts.
+/// counts. A run that reaches the end of its sum sends its last, partial block as a node (its terms
+/// past the end are +0), so a sum held whole sends only tree nodes. The leaves (loose terms and
+/// block sums) can be computed where the terms are, a device kernel say (leaf_span, leaf_value),
+/// and turned into pieces on the host (SumPieces::add_leaves).
 
 #include <Kokkos_Macros.hpp>
 
@@ -152,11 +155,18 @@ class SumPieces {
   std::vector<std::int64_t> data_;
 };
 
+inline std::vector<double> complete_sums_from(const std::vector<std::vector<std::int64_t>>& all, std::span<const std::int64_t> lengths);
+
 /// Sum s of `lengths.size()` sums (lengths[s] terms) from the pieces given on every rank, the same
 /// bits on every rank whatever the cut (collective: one all-gather of every sum's pieces).
 template <class Comm>
 std::vector<double> complete_sums(Comm& comm, const SumPieces& mine, std::span<const std::int64_t> lengths) {
-  const auto all = comm.size() > 1 ? all_gather_varying(comm, mine.data()) : std::vector<std::vector<std::int64_t>>{mine.data()};
+  return complete_sums_from(comm.size() > 1 ? all_gather_varying(comm, mine.data()) : std::vector<std::vector<std::int64_t>>{mine.data()},
+                            lengths);
+}
+
+/// Sum s of `lengths.size()` sums from the pieces of every rank, `all[q]` rank q's (local: no communication).
+inline std::vector<double> complete_sums_from(const std::vector<std::vector<std::int64_t>>& all, std::span<const std::int64_t> lengths) {
   struct Pieces {
     std::map<std::pair<std::int64_t, std::int64_t>, double> nodes;  // (level, block): the first rank's
     std::map<std::int64_t, double> terms;                           // index: the first rank's

@@ -89,13 +89,7 @@ struct AccumulateWorkspace {
 
 /// The workspace of an optimizer whose Algo is valid and has per-tensor sums; nothing otherwise.
 template <bool Valid, class Algo, class T, std::size_t N, class ExecSpace, class MemorySpace>
-struct accumulate_workspace_for {
-  using type = NoWorkspace;
-};
-template <class Algo, class T, std::size_t N, class ExecSpace, class MemorySpace>
-struct accumulate_workspace_for<true, Algo, T, N, ExecSpace, MemorySpace> {
-  using type = AccumulateWorkspace<T, N, typename scalars_of<Algo, T>::type, ExecSpace, MemorySpace>;
-};
+using accumulate_workspace_for = workspace_for<Valid, AccumulateWorkspace, Algo, T, N, ExecSpace, MemorySpace>;
 
 /// Pass 1 over `runs` (their segments' scalars index `scalars`): Algo::accumulate on every element,
 /// and the pieces of sum K * param + k of each run's parameter added to `out`; in batches of at

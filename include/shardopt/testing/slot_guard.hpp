@@ -168,7 +168,13 @@ Findings check_unused_slots_not_touched(std::span<const typename Algo::Options> 
             const auto scalars = shardopt::detail::prepare_step<Algo, T>(o, step, scalar_state);
             const T grad = T(step == 2 ? 0.0 : start[1] + 0.5 * static_cast<double>(step));
             const T before = param;
-            auto call = [&] { Algo::template update<T>(scalars, param, grad, st); };
+            auto call = [&] {  // both passes of an algorithm with per-tensor sums (the factor 1)
+              if constexpr (shardopt::detail::has_tensor_sums<Algo>) {
+                double terms[std::size(Algo::tensor_sum_names) > 0 ? std::size(Algo::tensor_sum_names) : 1];
+                Algo::template accumulate<T>(scalars, param, grad, st, terms);
+              }
+              shardopt::detail::update_element<Algo>(scalars, param, grad, st, T(1));
+            };
             const detail::Fault fault = detail::call_trapping_faults(call);
             if (!fault.happened) continue;
             const std::string where = std::string(Algo::name) + " with options {" + describe_options<Algo>(o) + "}, " + type +

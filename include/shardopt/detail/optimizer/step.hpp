@@ -2,7 +2,8 @@
 #pragma once
 /// @file
 /// @brief ShardedOptimizer: the step engine: per lane, the bucket pipeline (pack, reduce, fused update,
-/// all-gather, unpack) and the runs stepped in place.
+/// all-gather, unpack) and the runs stepped in place; with clipping or an algorithm with per-tensor
+/// sums, the reduction first (into the gradients' memory), the norms or pass 1, then the step.
 /// Part of shardopt/sharded_optimizer.hpp, which declares these members and includes this file.
 
 #include <shardopt/sharded_optimizer.hpp>
@@ -73,9 +74,8 @@ std::vector<std::vector<double>> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>
   return next;
 }
 
-// Clipping (collective): the pieces of every lane's norms (reduce_lane) completed over the ranks, and
-// the total norm (last_grad_norm_),
-// as torch's clip_grad_norm_: each present tensor's norm in its dtype, the norm of those in float32
+// Clipping (collective): the pieces of every lane's norms (reduce_lane) completed over the ranks,
+// and the total norm (last_grad_norm_) as torch's clip_grad_norm_: each present tensor's norm in its dtype, the norm of those in float32
 // if every one is float32 (else float64). Returns min(1, max_norm / (total + 1e-6)) in that dtype,
 // computed as torch does (reciprocal, then the product), and throws on every rank for a
 // non-finite total under error_if_nonfinite.
@@ -200,38 +200,41 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::reduce_lane(Lane<T>& plan,
 // Pass 1 of an algorithm with per-tensor sums (collective): Algo::accumulate over every element
 // each lane steps, the sums completed over the ranks (every rank's pieces; where ranks step the
 // same elements, the lowest rank's count), and each present tensor's factor (Algo::tensor_factor,
-// a value of its dtype), 1 for the others.
+// a value of its dtype), 1 for the others. Whole tensors stepped in place (Replicated, or one
+// process) are each rank's own: their sums are this rank's, nothing communicated.
 template <class Algo, class Layout, class Comm, class ExecSpace>
 std::vector<double> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::tensor_factors(const std::vector<std::vector<double>>& next,
                                                                                      double coef) {
   constexpr std::size_t K = num_tensor_sums;
-  detail::SumPieces sums;
+  detail::SumPieces sums, own;  // own: whole tensors stepped in place
   detail::for_each_lane(lanes_, [&](auto& lane) {
     using T = typename std::decay_t<decltype(lane)>::value_type;
-    accumulate_lane(lane, next, Clipped<T>{true, static_cast<T>(coef)}, sums);
+    accumulate_lane(lane, next, Clipped<T>{true, static_cast<T>(coef)}, sums, own);
   });
   std::vector<std::int64_t> lengths(params_.size() * K);
   for (std::size_t i = 0; i < lengths.size(); ++i) lengths[i] = numel_of(i / K);
   before_collective();
   const std::vector<double> values = detail::complete_sums(comm_, sums, lengths);
+  const std::vector<double> own_values = detail::complete_sums_from({own.data()}, lengths);
   std::vector<double> factors(params_.size(), 1.0);
   for (std::size_t i = 0; i < params_.size(); ++i) {
     if (!params_[i].grad_present) continue;
+    const double* v = (own_sums(i) ? own_values : values).data() + i * K;
     detail::visit_dtype(params_[i].dtype, [&](auto t) {
       using T = typename decltype(t)::type;
-      factors[i] = static_cast<double>(static_cast<T>(
-          Algo::template tensor_factor<T>(groups_[params_[i].group].options, std::span<const double>(values.data() + i * K, K))));
+      factors[i] = static_cast<double>(static_cast<T>(Algo::template tensor_factor<T>(groups_[params_[i].group].options, std::span<const double>(v, K))));
     });
   }
   return factors;
 }
 
 // Pass 1 for the element type T: every element this rank steps (its packed windows, its local runs),
-// from the reduced gradients in their memory, into `sums` (sum K * i + k of parameter i).
+// from the reduced gradients in their memory, into `sums` (sum K * i + k of parameter i), or `own`
+// for whole tensors stepped in place (own_sums).
 template <class Algo, class Layout, class Comm, class ExecSpace>
 template <class T>
 void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::accumulate_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next,
-                                                                      Clipped<T> clipped, detail::SumPieces& sums) {
+                                                                      Clipped<T> clipped, detail::SumPieces& sums, detail::SumPieces& own) {
   if constexpr (num_tensor_sums > 0 && valid_) {
     init_state(plan);
     const std::vector<double> no_factors;
@@ -256,8 +259,16 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::accumulate_lane(Lane<T>& p
         runs.push_back({s, global, global + length, prm.numel(), r.param, 0});
       }
     }
-    detail::accumulate_pieces<Algo, num_tensor_sums>(exec_, runs, segment.scalars, plan.accumulate, sums,
-                                                     bucket_elements<T>() / detail::sum_block);
+    // The runs of whole tensors stepped in place into `own`, the others into `sums`.
+    std::vector<detail::SumRun<T, num_slots>> own_runs;
+    std::erase_if(runs, [&](const auto& r) {
+      if (!own_sums(r.param)) return false;
+      own_runs.push_back(r);
+      return true;
+    });
+    const std::int64_t max_leaves = bucket_elements<T>() / detail::sum_block;
+    detail::accumulate_pieces<Algo, num_tensor_sums>(exec_, runs, segment.scalars, plan.accumulate, sums, max_leaves);
+    detail::accumulate_pieces<Algo, num_tensor_sums>(exec_, own_runs, segment.scalars, plan.accumulate, own, max_leaves);
   }
 }
 
