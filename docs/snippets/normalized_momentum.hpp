@@ -41,12 +41,11 @@ struct NormalizedMomentum {
   static Scalars<T> prepare(const Options& o, std::int64_t /*step*/) {
     return {T(o.beta), T(1.0 - o.beta), T(-o.lr)};
   }
-  // Pass 1, every element: the new momentum, and its term of the sum (in double).
+  // Pass 1, every element: its term of the sum (in double), from the new momentum; it writes nothing.
   template <class T>
   KOKKOS_INLINE_FUNCTION static void accumulate(const Scalars<T>& s, const T& /*p*/, T g, shardopt::StateSlots<T, 1> st,
                                                 double* terms) {
     const T m = s.beta * T(st[0]) + s.one_minus_beta * g;
-    st[0] = m;
     terms[0] = static_cast<double>(m) * static_cast<double>(m);
   }
   // Host, once per tensor and step: its sums, complete over every shard and rank, into one value.
@@ -54,9 +53,11 @@ struct NormalizedMomentum {
   static T tensor_factor(const Options& o, std::span<const double> sums) {
     return static_cast<T>(1.0 / std::max(std::sqrt(sums[0]), o.eps));
   }
-  // Pass 2, every element: the step, with the tensor's value.
+  // Pass 2, every element: the new momentum again, kept, and the step with the tensor's value.
   template <class T>
-  KOKKOS_INLINE_FUNCTION static void update(const Scalars<T>& s, T& p, T /*g*/, shardopt::StateSlots<T, 1> st, T inverse_norm) {
-    p = p + s.neg_lr * (T(st[0]) * inverse_norm);
+  KOKKOS_INLINE_FUNCTION static void update(const Scalars<T>& s, T& p, T g, shardopt::StateSlots<T, 1> st, T inverse_norm) {
+    const T m = s.beta * T(st[0]) + s.one_minus_beta * g;
+    st[0] = m;
+    p = p + s.neg_lr * (m * inverse_norm);
   }
 };

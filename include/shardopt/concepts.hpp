@@ -101,8 +101,8 @@ void advance_scalar_state_of([[maybe_unused]] const typename A::Options& o, [[ma
   if constexpr (has_scalar_state<A>) A::advance_scalar_state(o, step, std::span<double>(state));
 }
 // Per-tensor sums (optional): `tensor_sum_names`. Such an algorithm steps in two passes: pass 1,
-// `accumulate<T>(s, param, grad, state, double* terms)`, updates the state and gives the element's
-// term of each sum; the engine completes every sum over the whole tensor, whatever the sharding;
+// `accumulate<T>(s, param, grad, state, double* terms)`, gives the element's term of each sum and
+// writes nothing; the engine completes every sum over the whole tensor, whatever the sharding;
 // `tensor_factor<T>(o, std::span<const double> sums)` (host, once per tensor and step) turns them
 // into one value, and pass 2, `update<T>(s, param, grad, state, factor)`, takes it.
 template <class A> concept has_tensor_sums = requires {

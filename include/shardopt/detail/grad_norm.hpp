@@ -33,16 +33,6 @@ struct NormRun {
   bool operator==(const NormRun&) const = default;
 };
 
-/// x * x, never contracted with the addition that follows into an FMA (GPU compilers contract by
-/// default; a block summed whole must give the bits of its terms summed after a cut).
-KOKKOS_INLINE_FUNCTION double square(double x) {
-#if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
-  return __dmul_rn(x, x);
-#else
-  return x * x;
-#endif
-}
-
 /// The norm's order: a finite p > 0 (2 and 1 without pow) or infinity (the maximum of |g|).
 struct NormOrder {
   double p;
@@ -51,7 +41,7 @@ struct NormOrder {
   template <class T>
   KOKKOS_INLINE_FUNCTION double term(T g) const {
     const double x = static_cast<double>(g);
-    if (p == 2.0) return square(x);
+    if (p == 2.0) return x * x;
     const double a = math::abs(x);
     if (p == 1.0 || is_max()) return a;
     return math::pow(a, p);
@@ -65,7 +55,9 @@ KOKKOS_INLINE_FUNCTION double norm_leaf(const NormRun<T>& r, NormOrder order, st
   const LeafSpan s = leaf_span(r.begin, r.end, r.length);
   const T* data = r.data;
   const std::int64_t begin = r.begin;
-  if (order.p == 2.0) return leaf_value(s, begin, r.end, j, [&](std::int64_t i) { return square(static_cast<double>(data[i - begin])); });
+  if (order.p == 2.0) {
+    return leaf_value(s, begin, r.end, j, [&](std::int64_t i) { return static_cast<double>(data[i - begin]) * static_cast<double>(data[i - begin]); });
+  }
   if (order.p == 1.0 || (order.is_max() && (j < s.head || j >= s.head + s.blocks)))
     return leaf_value(s, begin, r.end, j, [&](std::int64_t i) { return math::abs(static_cast<double>(data[i - begin])); });
   if (!order.is_max()) return leaf_value(s, begin, r.end, j, [&](std::int64_t i) { return order.term(data[i - begin]); });

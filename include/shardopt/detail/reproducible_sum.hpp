@@ -45,6 +45,17 @@ inline constexpr std::int64_t sum_block = 64;
 #define SHARDOPT_HOST_DEVICE_TEMPLATE
 #endif
 
+/// a + b, never contracted with a product before it into an FMA: GPU compilers contract by default,
+/// and a block summed whole must give the bits of its terms summed after a cut, whatever the terms'
+/// code (on the host, build with -ffp-contract=off).
+KOKKOS_INLINE_FUNCTION double add_rn(double a, double b) {
+#if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
 /// One block's terms `term(j)`, j = 0 .. sum_block - 1, added up in a fixed order: eight
 /// interleaved partial sums (vectorizable), then a fixed tree over the eight.
 SHARDOPT_HOST_DEVICE_TEMPLATE
@@ -53,8 +64,8 @@ KOKKOS_INLINE_FUNCTION double block_sum(const Term& term) {
   double acc[8];
   for (int j = 0; j < 8; ++j) acc[j] = term(j);
   for (int r = 1; r < static_cast<int>(sum_block / 8); ++r)
-    for (int j = 0; j < 8; ++j) acc[j] += term(8 * r + j);
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (int j = 0; j < 8; ++j) acc[j] = add_rn(acc[j], term(8 * r + j));
+  return add_rn(add_rn(add_rn(acc[0], acc[1]), add_rn(acc[2], acc[3])), add_rn(add_rn(acc[4], acc[5]), add_rn(acc[6], acc[7])));
 }
 
 /// The block sums of K sums at once: `term(j, t)` writes element j's K terms to t[0, K); out[k] is
@@ -70,10 +81,11 @@ KOKKOS_INLINE_FUNCTION void block_sums(const Term& term, double* out) {
   for (int r = 1; r < static_cast<int>(sum_block / 8); ++r)
     for (int j = 0; j < 8; ++j) {
       term(8 * r + j, t);
-      for (std::size_t k = 0; k < K; ++k) acc[j][k] += t[k];
+      for (std::size_t k = 0; k < K; ++k) acc[j][k] = add_rn(acc[j][k], t[k]);
     }
   for (std::size_t k = 0; k < K; ++k)
-    out[k] = ((acc[0][k] + acc[1][k]) + (acc[2][k] + acc[3][k])) + ((acc[4][k] + acc[5][k]) + (acc[6][k] + acc[7][k]));
+    out[k] = add_rn(add_rn(add_rn(acc[0][k], acc[1][k]), add_rn(acc[2][k], acc[3][k])),
+                    add_rn(add_rn(acc[4][k], acc[5][k]), add_rn(acc[6][k], acc[7][k])));
 }
 
 /// @brief The leaves of a run [begin, end) of a sum of `length` terms: `head` loose terms, then

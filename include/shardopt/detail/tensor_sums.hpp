@@ -2,7 +2,7 @@
 #pragma once
 /// @file
 /// @brief Pass 1 of an algorithm with per-tensor sums (`tensor_sum_names`): one launch per batch
-/// of runs calls `Algo::accumulate` on every element (it updates the state) and writes each run's
+/// of runs calls `Algo::accumulate` on every element (it writes nothing) and writes each run's
 /// leaves of the K sums (detail/reproducible_sum.hpp), which become the rank's pieces of every
 /// tensor's sums. The optimizer completes them over the ranks and runs pass 2, the fused update
 /// with each tensor's factor (ShardedOptimizer::accumulate_lane, detail/optimizer/step.hpp).

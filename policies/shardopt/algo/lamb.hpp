@@ -23,8 +23,9 @@ namespace shardopt::algo {
 /// p = p + (-lr) (u r)
 /// @endcode
 /// The norms are over the whole tensor whatever the sharding: LAMB declares the per-tensor sums
-/// `param` (sum of p^2) and `update` (sum of u^2), so the step runs in two passes (pass 1 updates
-/// m and v and gives each element's terms; pass 2 recomputes u from them and steps p).
+/// `param` (sum of p^2) and `update` (sum of u^2), so the step runs in two passes (pass 1 computes
+/// m, v and u for each element's terms and keeps nothing; pass 2 computes them again, keeps m and v
+/// and steps p).
 /// State slots: `exp_avg` (optax's mu) and `exp_avg_sq` (nu).
 struct LAMB {
   using algorithm_category = elementwise_algorithm_tag;  ///< declares this type an algorithm
@@ -85,13 +86,17 @@ struct LAMB {
   KOKKOS_FORCEINLINE_FUNCTION static T direction(const Scalars<T>& s, T p, T m, T v) {
     return (m / s.bias_correction1) / (math::sqrt(v / s.bias_correction2) + s.eps) + s.weight_decay * p;
   }
-  /// Pass 1: the new moments, and the element's terms p^2 and u^2.
+  /// The new moments of one element: pass 1 computes them for its terms, pass 2 again to keep them.
+  template <class T>
+  KOKKOS_FORCEINLINE_FUNCTION static void moments(const Scalars<T>& s, T g, StateSlots<T, 2> st, T& m, T& v) {
+    m = s.one_minus_beta1 * g + s.beta1 * T(st[0]);
+    v = s.one_minus_beta2 * (g * g) + s.beta2 * T(st[1]);
+  }
+  /// Pass 1: the element's terms p^2 and u^2 (the state is left as it is).
   template <class T>
   KOKKOS_FORCEINLINE_FUNCTION static void accumulate(const Scalars<T>& s, const T& p, T g, StateSlots<T, 2> st, double* terms) {
-    const T m = s.one_minus_beta1 * g + s.beta1 * T(st[0]);
-    const T v = s.one_minus_beta2 * (g * g) + s.beta2 * T(st[1]);
-    st[0] = m;
-    st[1] = v;
+    T m, v;
+    moments(s, g, st, m, v);
     const T u = direction(s, p, m, v);
     terms[0] = static_cast<double>(p) * static_cast<double>(p);
     terms[1] = static_cast<double>(u) * static_cast<double>(u);
@@ -102,10 +107,14 @@ struct LAMB {
     const T pn = static_cast<T>(std::sqrt(sums[0])), un = static_cast<T>(std::sqrt(sums[1]));
     return pn == T(0) || un == T(0) ? T(1) : pn / un;
   }
-  /// Pass 2: u again from the moments pass 1 wrote, scaled by the tensor's trust ratio.
+  /// Pass 2: the moments and u again, the moments kept, u scaled by the tensor's trust ratio.
   template <class T>
-  KOKKOS_FORCEINLINE_FUNCTION static void update(const Scalars<T>& s, T& p, T, StateSlots<T, 2> st, T ratio) {
-    const T u = direction(s, p, T(st[0]), T(st[1]));
+  KOKKOS_FORCEINLINE_FUNCTION static void update(const Scalars<T>& s, T& p, T g, StateSlots<T, 2> st, T ratio) {
+    T m, v;
+    moments(s, g, st, m, v);
+    st[0] = m;
+    st[1] = v;
+    const T u = direction(s, p, m, v);
     p = p + s.neg_lr * (u * ratio);
   }
 };
