@@ -2,7 +2,7 @@
 // Single-process step throughput: shardopt's fused step against a bandwidth ceiling measured in the
 // same run by a STREAM-like kernel that moves the same bytes per element.
 //
-//   bench_step [--json] [--quick] [--sizes large,many,packed,cache]
+//   bench_step [--json] [--quick] [--sizes large,many,packed,cache,threads]
 //
 // For SGD (momentum), Adagrad, Adam, AdamW and LAMB in float and double, and four shapes of work:
 //   large: one tensor of 32M elements; many: 10k tensors of 1k elements, each its own allocation;
@@ -10,6 +10,10 @@
 //   stepped repeatedly (in L1/L2).
 // Prints elements/s, bytes/s, the ratio to the ceiling (contiguous buffers), and the ratio to the
 // same ceiling kernel run over the optimizer's own arrays. --json prints one JSON object per line.
+// threads: where the default execution space is a parallel host space (OpenMP, Threads), the large
+// tensor stepped by SGD and Adam on Kokkos::Serial and on that space in the same run: the speed-up
+// of the step next to the speed-up of the ceiling, and the step against the N-thread ceiling. (The
+// same-arrays ceiling spreads tensors, not blocks, over threads: for one tensor it is one thread's.)
 #include <shardopt/shardopt.hpp>
 
 #include <algorithm>
@@ -18,12 +22,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using Exec = Kokkos::DefaultExecutionSpace;
 
 struct Work {
   const char* name;
@@ -54,7 +58,7 @@ constexpr int streams_read() {
 // state streams and writes the parameter and the state, nothing an optimizer could do with less
 // traffic. It runs over the tensors `p` and `g` where they are, with the state in one buffer as the
 // optimizer keeps it.
-template <class T>
+template <class T, class Exec = Kokkos::DefaultExecutionSpace>
 double ceiling(const std::vector<Kokkos::View<T*>>& p, const std::vector<Kokkos::View<T*>>& g, int reads, int reps) {
   const std::size_t tensors = p.size();
   std::vector<T*> pp, gg;
@@ -104,7 +108,7 @@ double ceiling(const std::vector<Kokkos::View<T*>>& p, const std::vector<Kokkos:
 }
 
 // The ceiling over contiguous buffers of `n` elements, in blocks of the optimizer's block size.
-template <class T>
+template <class T, class Exec = Kokkos::DefaultExecutionSpace>
 double contiguous_ceiling(std::size_t n, int reads, int reps) {
   Kokkos::View<T*> p_all("c", n), g_all("c", n);
   Kokkos::deep_copy(p_all, T(0.25));
@@ -115,12 +119,16 @@ double contiguous_ceiling(std::size_t n, int reads, int reps) {
     p.emplace_back(Kokkos::subview(p_all, range));
     g.emplace_back(Kokkos::subview(g_all, range));
   }
-  return ceiling<T>(p, g, reads, reps);
+  return ceiling<T, Exec>(p, g, reads, reps);
 }
 
-template <class Algo, class T>
-void run(const Work& w, typename Algo::Options options, bool json, int reps) {
-  using Opt = shardopt::ShardedOptimizer<Algo, shardopt::layout::Replicated, shardopt::comm::Serial>;
+struct Rates {
+  double ours, ceiling;  // elements per second
+};
+
+template <class Algo, class T, class Exec = Kokkos::DefaultExecutionSpace>
+Rates run(const Work& w, typename Algo::Options options, bool json, int reps) {
+  using Opt = shardopt::ShardedOptimizer<Algo, shardopt::layout::Replicated, shardopt::comm::Serial, Exec>;
   Opt opt(shardopt::comm::Serial{}, options);
   std::vector<Kokkos::View<T*>> p, g;
   // "packed": the tensors are views into one allocation each for parameters and gradients, as in a
@@ -143,14 +151,14 @@ void run(const Work& w, typename Algo::Options options, bool json, int reps) {
   const int reads = streams_read<Algo>(), writes = reads - 1;
   const double bytes_per_element = double(reads + writes) * sizeof(T);
   const double t_ours = best_time([&] { opt.step(); }, reps);
-  const double t_ceiling = contiguous_ceiling<T>(n, reads, reps);
-  const double t_same = ceiling<T>(p, g, reads, reps);  // over the optimizer's own arrays
+  const double t_ceiling = contiguous_ceiling<T, Exec>(n, reads, reps);
+  const double t_same = ceiling<T, Exec>(p, g, reads, reps);  // over the optimizer's own arrays
   const double eps = double(n) / t_ours, ceiling_eps = double(n) / t_ceiling, same_eps = double(n) / t_same;
   const char* dtype = sizeof(T) == 4 ? "float32" : "float64";
   if (json)
-    std::printf("{\"algo\": \"%s\", \"dtype\": \"%s\", \"work\": \"%s\", \"tensors\": %zu, \"elements\": %zu, \"bytes_per_element\": %.0f, "
+    std::printf("{\"algo\": \"%s\", \"dtype\": \"%s\", \"work\": \"%s\", \"space\": \"%s\", \"threads\": %d, \"tensors\": %zu, \"elements\": %zu, \"bytes_per_element\": %.0f, "
                 "\"seconds\": %.6g, \"elements_per_s\": %.6g, \"ceiling_elements_per_s\": %.6g, \"same_arrays_ceiling_elements_per_s\": %.6g}\n",
-                std::string(Algo::name).c_str(), dtype, w.name, w.tensors, n, bytes_per_element, t_ours, eps, ceiling_eps, same_eps);
+                std::string(Algo::name).c_str(), dtype, w.name, Exec::name(), int(Exec().concurrency()), w.tensors, n, bytes_per_element, t_ours, eps, ceiling_eps, same_eps);
   else
     std::printf("%-8s %-8s %-6s %6zu x %-9zu %7.3f G el/s %7.2f GB/s   ceiling %7.3f G el/s %7.2f GB/s   %5.1f%%   "
                 "same-arrays ceiling %7.3f G el/s %5.1f%%\n",
@@ -158,7 +166,31 @@ void run(const Work& w, typename Algo::Options options, bool json, int reps) {
                 ceiling_eps / 1e9, ceiling_eps * bytes_per_element / 1e9, 100.0 * eps / ceiling_eps, same_eps / 1e9,
                 100.0 * eps / same_eps);
   std::fflush(stdout);
+  return {eps, ceiling_eps};
 }
+
+#if defined(KOKKOS_ENABLE_SERIAL)
+// The step on one thread (Kokkos::Serial) and on the default execution space's threads, in one run.
+template <class Algo, class T>
+void thread_speedup(const Work& w, typename Algo::Options options, bool json, int reps) {
+  using Par = Kokkos::DefaultExecutionSpace;
+  const Rates one = run<Algo, T, Kokkos::Serial>(w, options, json, reps);
+  const Rates many = run<Algo, T, Par>(w, options, json, reps);
+  const int threads = Par().concurrency();
+  const char* dtype = sizeof(T) == 4 ? "float32" : "float64";
+  if (json)
+    std::printf("{\"algo\": \"%s\", \"dtype\": \"%s\", \"work\": \"threads\", \"space\": \"%s\", \"threads\": %d, "
+                "\"speedup\": %.4g, \"ceiling_speedup\": %.4g, \"fraction_of_ceiling\": %.4g}\n",
+                std::string(Algo::name).c_str(), dtype, Par::name(), threads, many.ours / one.ours,
+                many.ceiling / one.ceiling, many.ours / many.ceiling);
+  else
+    std::printf("%-8s %-8s %s x %d threads against Serial: step speed-up %.2fx, ceiling speed-up %.2fx, "
+                "step at %.1f%% of the %d-thread ceiling\n",
+                std::string(Algo::name).c_str(), dtype, Par::name(), threads, many.ours / one.ours,
+                many.ceiling / one.ceiling, 100.0 * many.ours / many.ceiling, threads);
+  std::fflush(stdout);
+}
+#endif
 
 template <class T>
 void run_all(const Work& w, bool json, int reps) {
@@ -182,7 +214,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--sizes") && i + 1 < argc) sizes = argv[++i];
     else {
-      std::fprintf(stderr, "usage: %s [--json] [--quick] [--sizes large,many,packed,cache]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--json] [--quick] [--sizes large,many,packed,cache,threads]\n", argv[0]);
       return 2;
     }
   }
@@ -190,7 +222,26 @@ int main(int argc, char** argv) {
                                  {"many", quick ? 100u : 10000u, 1000},
                                  {"packed", quick ? 100u : 10000u, 1000, true},
                                  {"cache", 1, 16u << 10}};
+  using Exec = Kokkos::DefaultExecutionSpace;
   if (!json) std::printf("execution space: %s, concurrency %d\n", Exec::name(), Exec().concurrency());
+  if (sizes.find("threads") != std::string::npos) {
+#if defined(KOKKOS_ENABLE_SERIAL)
+    constexpr bool parallel_host = !std::is_same_v<Exec, Kokkos::Serial> &&
+                                   Kokkos::SpaceAccessibility<Kokkos::HostSpace, Exec::memory_space>::accessible;
+#else
+    constexpr bool parallel_host = false;
+#endif
+    if (!parallel_host) {
+      std::printf("threads: skipped, needs Kokkos::Serial and a parallel host default execution space (here %s)\n", Exec::name());
+    } else {
+#if defined(KOKKOS_ENABLE_SERIAL)
+      const Work& large = all.front();
+      thread_speedup<shardopt::algo::SGD, float>(large, {.lr = 0.01, .momentum = 0.9}, json, 5);
+      thread_speedup<shardopt::algo::Adam, float>(large, {.lr = 0.001}, json, 5);
+      thread_speedup<shardopt::algo::Adam, double>(large, {.lr = 0.001}, json, 5);
+#endif
+    }
+  }
   for (const auto& w : all) {
     if (sizes.find(w.name) == std::string::npos) continue;
     const int reps = w.elements * w.tensors < (1u << 20) ? 200 : 5;
