@@ -32,6 +32,8 @@ jobs="${SHARDOPT_JOBS:-2}"
 tsan="${SHARDOPT_KOKKOS_TSAN:-0}"
 nice_cmd=(nice -n "${SHARDOPT_NICE:-19}")
 say() { echo "test-kokkos.sh: $*" >&2; }
+# shellcheck source=kokkos-build.sh
+source "$root/scripts/kokkos-build.sh"
 
 skip_because() {
   say "SKIPPED: $*"
@@ -77,77 +79,14 @@ if [[ -n "${Kokkos_ROOT:-}" ]]; then
   prefix="$(cd "$Kokkos_ROOT" && pwd)"
   say "using the Kokkos installed in $prefix (Kokkos_ROOT)"
 else
-  src="${KOKKOS_SOURCE:-$root/../shared/third_party/kokkos-4.6.01.tar.gz}"
-  if [[ ! -e "$src" ]]; then
-    if [[ -n "${KOKKOS_SOURCE:-}" ]]; then
-      skip "KOKKOS_SOURCE=$src does not exist"
-    fi
-    skip "no Kokkos: $src is missing"
-  fi
-  src="$(cd "$(dirname "$src")" && pwd)/$(basename "$src")"
-  name="$(basename "$src")"
-  name="${name%.tar.gz}"; name="${name%.tgz}"
-  [[ "$name" == kokkos* ]] || name="kokkos-$name"
-  if [[ -f "$src" ]]; then
-    sum="$(sha256sum "$src" | cut -d' ' -f1)"
-    if [[ -f "$src.sha256" ]]; then
-      want="$(cut -d' ' -f1 <"$src.sha256")"
-      if [[ "$sum" != "$want" ]]; then
-        say "ERROR: SHA-256 of $src is $sum, $src.sha256 says $want"
-        exit 1
-      fi
-    elif [[ -z "${KOKKOS_SOURCE:-}" ]]; then
-      say "ERROR: $src.sha256 is missing"
-      exit 1
-    fi
-    source_id="tarball $sum"
-  elif [[ -f "$src/CMakeLists.txt" ]]; then
-    source_id="tree $src"
-  else
-    skip "KOKKOS_SOURCE=$src is neither a tarball nor a Kokkos source tree"
-  fi
-  prefix="${SHARDOPT_KOKKOS_PREFIX:-$cache/$name-openmp$suffix}"
+  kokkos_find_source || skip "$kokkos_missing"
+  prefix="${SHARDOPT_KOKKOS_PREFIX:-$cache/$kokkos_name-openmp$suffix}"
   kokkos_options=(-DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_STANDARD=20 -DCMAKE_CXX_EXTENSIONS=OFF
                   -DKokkos_ENABLE_OPENMP=ON -DKokkos_ENABLE_SERIAL=ON
                   -DKokkos_ENABLE_TESTS=OFF -DKokkos_ENABLE_EXAMPLES=OFF
                   -DCMAKE_INSTALL_LIBDIR=lib "${cxx[@]}")
   [[ -n "$cxx_flags" ]] && kokkos_options+=(-DCMAKE_CXX_FLAGS="$cxx_flags")
-  stamp_text="source: $source_id
-options: ${kokkos_options[*]}"
-  stamp="$prefix/.shardopt-kokkos-complete"
-
-  mkdir -p "$cache"
-  exec 9>"$prefix.lock"
-  flock 9   # one build at a time; a second run waits, then finds the install complete
-  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$stamp_text" ]]; then
-    say "building Kokkos from $src into $prefix (once)"
-    start=$SECONDS
-    rm -rf "$prefix"
-    work="$(mktemp -d "$cache/.kokkos-build.XXXXXX")"
-    trap 'rm -rf "$work"' EXIT
-    if [[ -f "$src" ]]; then
-      mkdir "$work/src"
-      "${nice_cmd[@]}" tar xzf "$src" -C "$work/src" --strip-components=1
-      ksrc="$work/src"
-    else
-      ksrc="$src"
-    fi
-    log="$work/kokkos-build.log"
-    if ! { "${nice_cmd[@]}" cmake -S "$ksrc" -B "$work/build" -DCMAKE_INSTALL_PREFIX="$prefix" \
-             "${kokkos_options[@]}" &&
-           "${nice_cmd[@]}" cmake --build "$work/build" -j "$jobs" &&
-           "${nice_cmd[@]}" cmake --install "$work/build"; } >"$log" 2>&1; then
-      tail -n 40 "$log" >&2
-      cp "$log" "$cache/kokkos-build-failed.log"
-      say "ERROR: the Kokkos build failed (log: $cache/kokkos-build-failed.log)"
-      exit 1
-    fi
-    printf '%s' "$stamp_text" >"$stamp"   # written last: marks the install complete
-    rm -rf "$work"
-    trap - EXIT
-    say "Kokkos built and installed in $((SECONDS - start)) s"
-  fi
-  exec 9>&-
+  kokkos_install "$prefix" "" -- "${kokkos_options[@]}"
 fi
 
 # ------------------------------------------------- what the suite runs on
