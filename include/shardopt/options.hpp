@@ -22,8 +22,11 @@ template <class Options, class V>
 struct OptionField {
   static_assert(std::is_same_v<V, double> || std::is_same_v<V, bool>,
                 "shardopt::OptionField: an option must be a double or a bool.");
+  /// A pointer to a member of `Options` of type `V` (an alias: nvcc's host code would otherwise
+  /// spell the declaration with parentheses, which g++ -Wall warns about).
+  using member_pointer = V Options::*;
   std::string_view name;  ///< torch.optim's name of the option, e.g. "lr".
-  V Options::*member;     ///< the member it names.
+  member_pointer member;  ///< the member it names.
 };
 
 /// @brief Names the member `m` of `Options` as the option `name`; use in `Algo::option_fields`.
