@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#pragma once
+// The layouts' central check, shared by tests/test_layouts.cpp (the host, and the device path
+// emulated on the host) and tests/device/device_tests.cpp (a GPU): a sharded optimizer on `Device`
+// with communicator `C`, at any world size, gives the bits of one process stepping the rank-ordered
+// combined gradients on the host (Kokkos::DefaultHostExecutionSpace, HostSpace).
+#include <boost/test/unit_test.hpp>
+
+#include "support.hpp"
+
+#include <bit>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace so = shardopt;
+namespace layout = so::layout;
+
+namespace test::same_bits {
+
+// How a test makes its communicator over MPI_COMM_WORLD; specialize it for one that is not
+// constructible from an MPI_Comm (comm::Nccl).
+template <class C>
+struct MakeComm {
+  static C make() { return C(MPI_COMM_WORLD); }
+};
+
+inline const std::vector<std::vector<std::int64_t>> shapes = {{7, 5}, {13}, {1}, {3, 2, 4}, {2, 3}};
+
+inline std::int64_t numel(const std::vector<std::int64_t>& s) {
+  std::int64_t n = 1;
+  for (auto d : s) n *= d;
+  return n;
+}
+
+// Gradient of tensor t on rank r at step k: differs per rank.
+template <class T>
+std::vector<T> rank_gradient(std::size_t t, int r, int k) {
+  std::vector<T> g(numel(shapes[t]));
+  for (std::size_t i = 0; i < g.size(); ++i) g[i] = T(test::gradient_value(t + 7 * r, i, k));
+  return g;
+}
+
+// What every layout must reproduce: the gradients of ranks 0..P-1 combined in rank order.
+template <class T>
+std::vector<T> combined_gradient(std::size_t t, int p, int k, so::Reduction red) {
+  auto acc = rank_gradient<T>(t, 0, k);
+  for (int r = 1; r < p; ++r) {
+    const auto g = rank_gradient<T>(t, r, k);
+    for (std::size_t i = 0; i < acc.size(); ++i) acc[i] = acc[i] + g[i];
+  }
+  if (red == so::Reduction::mean)
+    for (auto& a : acc) a = a / T(p);
+  return acc;
+}
+
+
+// Registers `shapes` as views of a given element type (in memory space `M`), named t0, t1, ...
+template <class T, class M = Kokkos::DefaultExecutionSpace::memory_space>
+struct Tensors {
+  std::vector<Kokkos::View<T*, M>> value, grad;
+  Tensors() {
+    for (std::size_t t = 0; t < shapes.size(); ++t) {
+      value.emplace_back("value", numel(shapes[t]));
+      grad.emplace_back("grad", numel(shapes[t]));
+      std::vector<T> init(numel(shapes[t]));
+      for (std::size_t i = 0; i < init.size(); ++i) init[i] = T(test::initial_value(t, i));
+      test::from_host(value[t], init);
+    }
+  }
+  template <class Opt>
+  void register_in(Opt& opt, std::size_t first = 0, std::size_t last = shapes.size()) {
+    for (std::size_t t = first; t < last; ++t) {
+      const std::string name = "t" + std::to_string(t);
+      const auto& s = shapes[t];
+      using U = Kokkos::MemoryTraits<Kokkos::Unmanaged>;
+      if (s.size() == 1) opt.add_param(name, value[t], grad[t]);
+      else if (s.size() == 2)
+        opt.add_param(name, Kokkos::View<T**, M, U>(value[t].data(), s[0], s[1]), Kokkos::View<T**, M, U>(grad[t].data(), s[0], s[1]));
+      else
+        opt.add_param(name, Kokkos::View<T***, M, U>(value[t].data(), s[0], s[1], s[2]),
+                      Kokkos::View<T***, M, U>(grad[t].data(), s[0], s[1], s[2]));
+    }
+  }
+};
+
+// `Device` is where the sharded optimizer runs and keeps everything (the reference stays on the host);
+// `C` its communicator.
+template <class Algo, class Layout, class T = float, class Device = Kokkos::DefaultExecutionSpace, class C = so::comm::Mpi>
+void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0, std::optional<so::ClipGradNorm> clip = {}) {
+  using M = typename Device::memory_space;
+  C comm = MakeComm<C>::make();
+  const int p = comm.size(), r = comm.rank();
+  const auto o = test::rich_options<Algo>();
+  so::ShardedOptimizer<Algo, Layout, C, Device> sharded(comm, o);
+  if (bucket_bytes) sharded.set_bucket_bytes(bucket_bytes);
+  so::ShardedOptimizer<Algo, layout::Replicated, so::comm::Serial, Kokkos::DefaultHostExecutionSpace> single(so::comm::Serial{}, o);
+  if (clip) {
+    sharded.clip_grad_norm(clip->max_norm, clip->norm_type, clip->error_if_nonfinite);
+    single.clip_grad_norm(clip->max_norm, clip->norm_type, clip->error_if_nonfinite);
+  }
+  int clipped = 0;  // steps whose coefficient was below 1
+  Tensors<T, M> mine;
+  Tensors<T, Kokkos::HostSpace> ref;
+  mine.register_in(sharded);
+  ref.register_in(single);
+  // A user-sharded tensor mixed in: keeps its own sharding, stepped with its own gradient.
+  auto st = so::ShardedTensor<T, M>::chunk(comm, {5, 2}, 0);
+  Kokkos::View<T**, Kokkos::HostSpace> st_whole("st_whole", 5, 2), st_grad("st_grad", 5, 2);
+  sharded.add_param("sharded", st);
+  single.add_param("sharded", st_whole, st_grad);
+  for (int k = 1; k <= steps; ++k) {
+    for (std::size_t t = 0; t < shapes.size(); ++t) {
+      test::from_host(mine.grad[t], rank_gradient<T>(t, r, k));
+      test::from_host(ref.grad[t], combined_gradient<T>(t, p, k, Layout::reduction));
+    }
+    std::vector<T> sg(10);
+    for (int i = 0; i < 10; ++i) sg[i] = T(test::gradient_value(99, i, k));
+    test::from_host(st_grad, sg);
+    for (auto& s : st.local_shards())
+      test::from_host(s.grad, std::vector<T>(sg.begin() + s.metadata.offsets[0] * 2, sg.begin() + (s.metadata.offsets[0] + s.metadata.sizes[0]) * 2));
+    sharded.step();
+    single.step();
+    if (clip) {
+      BOOST_TEST(std::bit_cast<std::uint64_t>(sharded.last_grad_norm()) == std::bit_cast<std::uint64_t>(single.last_grad_norm()),
+                 "step " << k << ": norm " << sharded.last_grad_norm() << " vs one process " << single.last_grad_norm());
+      clipped += single.last_grad_norm() + 1e-6 > clip->max_norm;
+    }
+  }
+  if (clip) BOOST_TEST(clipped > 0, "the gradients were clipped at some step");
+  for (std::size_t t = 0; t < shapes.size(); ++t) {
+    const std::string name = "t" + std::to_string(t);
+    BOOST_TEST_CONTEXT(Algo::name << " under " << Layout::name << " at P=" << p << ", buckets of " << sharded.bucket_bytes()
+                                  << " bytes, " << name) {
+      BOOST_TEST(test::to_host<T>(mine.value[t]) == test::to_host<T>(ref.value[t]), boost::test_tools::per_element());
+      for (std::size_t k = 0; k < Algo::slot_names.size(); ++k) {
+        const auto gathered = sharded.template gathered_state<T>(name, Algo::slot_names[k]);
+        BOOST_TEST(gathered.size() == std::size_t(numel(shapes[t])));  // every slot is in use with these options
+        BOOST_TEST(gathered == single.template local_state<T>(name, Algo::slot_names[k]), boost::test_tools::per_element());
+      }
+      BOOST_TEST(sharded.step_count(name) == steps);
+    }
+  }
+  const auto whole = test::to_host<T>(st_whole);
+  for (auto& s : st.local_shards()) {
+    const auto v = test::to_host<T>(s.value);
+    BOOST_TEST(v == std::vector<T>(whole.begin() + s.metadata.offsets[0] * 2, whole.begin() + s.metadata.offsets[0] * 2 + v.size()),
+               boost::test_tools::per_element());
+  }
+}
+
+template <class A, class L>
+struct Case {
+  using Algo = A;
+  using Layout = L;
+};
+
+}  // namespace test::same_bits
