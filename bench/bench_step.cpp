@@ -58,49 +58,105 @@ constexpr int streams_read() {
 // state streams and writes the parameter and the state, nothing an optimizer could do with less
 // traffic. It runs over the tensors `p` and `g` where they are, with the state in one buffer as the
 // optimizer keeps it.
+template <class T, class Exec>
+double device_ceiling(const std::vector<Kokkos::View<T*>>& p, const std::vector<Kokkos::View<T*>>& g, int reads, int reps);
+
 template <class T, class Exec = Kokkos::DefaultExecutionSpace>
 double ceiling(const std::vector<Kokkos::View<T*>>& p, const std::vector<Kokkos::View<T*>>& g, int reads, int reps) {
-  const std::size_t tensors = p.size();
-  std::vector<T*> pp, gg;
-  std::vector<std::size_t> offset{0};  // of each tensor's state
-  for (std::size_t t = 0; t < tensors; ++t) {
-    pp.push_back(p[t].data());
-    gg.push_back(g[t].data());
-    offset.push_back(offset.back() + p[t].extent(0));
+  if constexpr (!shardopt::detail::host_path<Exec, typename Exec::memory_space>) {
+    return device_ceiling<T, Exec>(p, g, reads, reps);
+  } else {
+    const std::size_t tensors = p.size();
+    std::vector<T*> pp, gg;
+    std::vector<std::size_t> offset{0};  // of each tensor's state
+    for (std::size_t t = 0; t < tensors; ++t) {
+      pp.push_back(p[t].data());
+      gg.push_back(g[t].data());
+      offset.push_back(offset.back() + p[t].extent(0));
+    }
+    Kokkos::View<T*> s1("s1", offset.back()), s2("s2", reads > 3 ? offset.back() : 0);
+    Kokkos::deep_copy(s1, T(0.25));
+    Kokkos::deep_copy(s2, T(0.25));
+    const T c = T(0.999);
+    T* m = s1.data();
+    T* v = s2.data();
+    T* const* pd = pp.data();
+    T* const* gd = gg.data();
+    const std::size_t* od = offset.data();
+    const bool four = reads > 3;
+    return best_time(
+        [&] {
+          Kokkos::parallel_for("ceiling", Kokkos::RangePolicy<Exec>(0, tensors), [=](std::size_t t) {
+            const std::size_t n = od[t + 1] - od[t];
+            T* __restrict__ a0 = pd[t];
+            const T* __restrict__ a1 = gd[t];
+            T* __restrict__ a2 = m + od[t];
+            if (!four) {
+              for (std::size_t i = 0; i < n; ++i) {
+                const T x = a1[i];
+                a2[i] = a2[i] * c + x;
+                a0[i] = a0[i] * c + x;
+              }
+            } else {
+              T* __restrict__ a3 = v + od[t];
+              for (std::size_t i = 0; i < n; ++i) {
+                const T x = a1[i];
+                a2[i] = a2[i] * c + x;
+                a3[i] = a3[i] * c + x;
+                a0[i] = a0[i] * c + x;
+              }
+            }
+          });
+          Kokkos::fence();
+        },
+        reps);
   }
-  Kokkos::View<T*> s1("s1", offset.back()), s2("s2", reads > 3 ? offset.back() : 0);
+}
+
+// A piece of a tensor for the GPU's ceiling (at namespace scope: nvcc's device lambdas cannot
+// capture a type local to a function).
+template <class T>
+struct CeilingPiece {
+  T* p;
+  const T* g;
+  std::size_t state, n;  // offset of its state, elements
+};
+
+// The same ceiling on a GPU: the tensors cut into pieces of the optimizer's block size, one team per
+// piece, whose threads take consecutive elements (coalesced), as the optimizer's device path does.
+template <class T, class Exec>
+double device_ceiling(const std::vector<Kokkos::View<T*>>& p, const std::vector<Kokkos::View<T*>>& g, int reads, int reps) {
+  using Mem = typename Exec::memory_space;
+  using Piece = CeilingPiece<T>;
+  std::vector<Piece> pieces;
+  std::size_t total = 0;
+  for (std::size_t t = 0; t < p.size(); ++t)
+    for (std::size_t b = 0; b < p[t].extent(0); b += shardopt::detail::block_elements) {
+      const std::size_t n = std::min(p[t].extent(0) - b, shardopt::detail::block_elements);
+      pieces.push_back({p[t].data() + b, g[t].data() + b, total, n});
+      total += n;
+    }
+  Kokkos::View<Piece*, Mem> table("pieces", pieces.size());
+  Kokkos::deep_copy(table, Kokkos::View<Piece*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>(pieces.data(), pieces.size()));
+  Kokkos::View<T*, Mem> s1("s1", total), s2("s2", reads > 3 ? total : 0);
   Kokkos::deep_copy(s1, T(0.25));
   Kokkos::deep_copy(s2, T(0.25));
   const T c = T(0.999);
-  T* m = s1.data();
-  T* v = s2.data();
-  T* const* pd = pp.data();
-  T* const* gd = gg.data();
-  const std::size_t* od = offset.data();
   const bool four = reads > 3;
+  using Team = typename Kokkos::TeamPolicy<Exec>::member_type;
   return best_time(
       [&] {
         Kokkos::parallel_for(
-            "ceiling", Kokkos::RangePolicy<Exec>(0, tensors), [=](std::size_t t) {
-              const std::size_t n = od[t + 1] - od[t];
-              T* __restrict__ a0 = pd[t];
-              const T* __restrict__ a1 = gd[t];
-              T* __restrict__ a2 = m + od[t];
-              if (!four) {
-                for (std::size_t i = 0; i < n; ++i) {
-                  const T x = a1[i];
-                  a2[i] = a2[i] * c + x;
-                  a0[i] = a0[i] * c + x;
-                }
-              } else {
-                T* __restrict__ a3 = v + od[t];
-                for (std::size_t i = 0; i < n; ++i) {
-                  const T x = a1[i];
-                  a2[i] = a2[i] * c + x;
-                  a3[i] = a3[i] * c + x;
-                  a0[i] = a0[i] * c + x;
-                }
-              }
+            "ceiling", Kokkos::TeamPolicy<Exec>(int(pieces.size()), Kokkos::AUTO), KOKKOS_LAMBDA(const Team& team) {
+              const Piece piece = table(team.league_rank());
+              T* m = s1.data() + piece.state;
+              T* v = s2.data() + piece.state;
+              Kokkos::parallel_for(Kokkos::TeamThreadRange(team, piece.n), [&](std::size_t i) {
+                const T x = piece.g[i];
+                m[i] = m[i] * c + x;
+                if (four) v[i] = v[i] * c + x;
+                piece.p[i] = piece.p[i] * c + x;
+              });
             });
         Kokkos::fence();
       },
@@ -150,7 +206,7 @@ Rates run(const Work& w, typename Algo::Options options, bool json, int reps) {
   const std::size_t n = w.tensors * w.elements;
   const int reads = streams_read<Algo>(), writes = reads - 1;
   const double bytes_per_element = double(reads + writes) * sizeof(T);
-  const double t_ours = best_time([&] { opt.step(); }, reps);
+  const double t_ours = best_time([&] { opt.step(); Kokkos::fence(); }, reps);  // a GPU's step returns in flight
   const double t_ceiling = contiguous_ceiling<T, Exec>(n, reads, reps);
   const double t_same = ceiling<T, Exec>(p, g, reads, reps);  // over the optimizer's own arrays
   const double eps = double(n) / t_ours, ceiling_eps = double(n) / t_ceiling, same_eps = double(n) / t_same;
@@ -170,10 +226,9 @@ Rates run(const Work& w, typename Algo::Options options, bool json, int reps) {
 }
 
 #if defined(KOKKOS_ENABLE_SERIAL)
-// The step on one thread (Kokkos::Serial) and on the default execution space's threads, in one run.
-template <class Algo, class T>
+// The step on one thread (Kokkos::Serial) and on the host execution space Par's threads, in one run.
+template <class Algo, class T, class Par>
 void thread_speedup(const Work& w, typename Algo::Options options, bool json, int reps) {
-  using Par = Kokkos::DefaultExecutionSpace;
   const Rates one = run<Algo, T, Kokkos::Serial>(w, options, json, reps);
   const Rates many = run<Algo, T, Par>(w, options, json, reps);
   const int threads = Par().concurrency();
@@ -191,6 +246,27 @@ void thread_speedup(const Work& w, typename Algo::Options options, bool json, in
   std::fflush(stdout);
 }
 #endif
+
+// --sizes threads: where the default execution space is a parallel host space.
+template <class Par = Kokkos::DefaultExecutionSpace>
+void thread_speedups(const Work& large, bool json) {
+#if defined(KOKKOS_ENABLE_SERIAL)
+  constexpr bool parallel_host = !std::is_same_v<Par, Kokkos::Serial> &&
+                                 Kokkos::SpaceAccessibility<Kokkos::HostSpace, typename Par::memory_space>::accessible;
+#else
+  constexpr bool parallel_host = false;
+#endif
+  if constexpr (!parallel_host) {
+    (void)large, (void)json;
+    std::printf("threads: skipped, needs Kokkos::Serial and a parallel host default execution space (here %s)\n", Par::name());
+  } else {
+#if defined(KOKKOS_ENABLE_SERIAL)
+    thread_speedup<shardopt::algo::SGD, float, Par>(large, {.lr = 0.01, .momentum = 0.9}, json, 5);
+    thread_speedup<shardopt::algo::Adam, float, Par>(large, {.lr = 0.001}, json, 5);
+    thread_speedup<shardopt::algo::Adam, double, Par>(large, {.lr = 0.001}, json, 5);
+#endif
+  }
+}
 
 template <class T>
 void run_all(const Work& w, bool json, int reps) {
@@ -224,24 +300,7 @@ int main(int argc, char** argv) {
                                  {"cache", 1, 16u << 10}};
   using Exec = Kokkos::DefaultExecutionSpace;
   if (!json) std::printf("execution space: %s, concurrency %d\n", Exec::name(), Exec().concurrency());
-  if (sizes.find("threads") != std::string::npos) {
-#if defined(KOKKOS_ENABLE_SERIAL)
-    constexpr bool parallel_host = !std::is_same_v<Exec, Kokkos::Serial> &&
-                                   Kokkos::SpaceAccessibility<Kokkos::HostSpace, Exec::memory_space>::accessible;
-#else
-    constexpr bool parallel_host = false;
-#endif
-    if (!parallel_host) {
-      std::printf("threads: skipped, needs Kokkos::Serial and a parallel host default execution space (here %s)\n", Exec::name());
-    } else {
-#if defined(KOKKOS_ENABLE_SERIAL)
-      const Work& large = all.front();
-      thread_speedup<shardopt::algo::SGD, float>(large, {.lr = 0.01, .momentum = 0.9}, json, 5);
-      thread_speedup<shardopt::algo::Adam, float>(large, {.lr = 0.001}, json, 5);
-      thread_speedup<shardopt::algo::Adam, double>(large, {.lr = 0.001}, json, 5);
-#endif
-    }
-  }
+  if (sizes.find("threads") != std::string::npos) thread_speedups(all.front(), json);
   for (const auto& w : all) {
     if (sizes.find(w.name) == std::string::npos) continue;
     const int reps = w.elements * w.tensors < (1u << 20) ? 200 : 5;

@@ -1,13 +1,21 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// Compiled (not linked, not run) by nvcc against a CUDA configuration of Kokkos 4.x/5.x headers:
-// ctest device.compile (see tests/CMakeLists.txt and scripts/kokkos_cuda_headers.sh).
+// Compiled (not linked, not run) for a GPU against Kokkos headers configured for it:
+// - ctest device.compile: nvcc for sm_90, Kokkos 4.x/5.x configured for CUDA
+//   (scripts/kokkos_cuda_headers.sh), with comm::Nccl;
+// - ctest device.compile_hip: Debian 12's hipcc for gfx90a (AMD MI200), Kokkos 4.6.01 configured
+//   for HIP (scripts/kokkos_hip_headers.sh), with comm::Serial and comm::Mpi on managed memory
+//   (there is no RCCL backend).
+// See tests/CMakeLists.txt and cmake/shardoptDeviceCompile.cmake.
 //
-// Every kernel of the step is a KOKKOS_LAMBDA that nvcc compiles for the GPU here, so a call to a
-// host-only function from a kernel, a View made in HostSpace where the optimizer's memory space
-// belongs, or an API that Kokkos 4/5 no longer has, fails this compile. No GPU is needed. What it
-// cannot show is that the code runs correctly on a GPU (docs/gpu.md says what has run where).
+// Every kernel of the step is a KOKKOS_LAMBDA that the device compiler compiles for the GPU here,
+// so a call to a host-only function from a kernel, a View made in HostSpace where the optimizer's
+// memory space belongs, or an API that Kokkos 4/5 no longer has, fails this compile. No GPU is
+// needed. What it cannot show is that the code runs correctly on a GPU (docs/gpu.md says what has
+// run where).
 #include <shardopt/shardopt.hpp>
+#if defined(KOKKOS_ENABLE_CUDA)
 #include <shardopt/comm/nccl.hpp>
+#endif
 
 // The user-written algorithms of the example and of docs/writing_policies.md: what users copy.
 #include "docs/snippets/adadelta.hpp"
@@ -15,15 +23,34 @@
 
 #include <type_traits>
 
-#if !defined(KOKKOS_ENABLE_CUDA)
-#error "device_compile.cpp needs a Kokkos configured with KOKKOS_ENABLE_CUDA"
-#endif
-
 #include <cmath>
 
 namespace so = shardopt;
 
 namespace device_compile {
+
+#if defined(KOKKOS_ENABLE_CUDA)
+using Gpu = Kokkos::Cuda;
+using Managed = Kokkos::Device<Kokkos::Cuda, Kokkos::CudaUVMSpace>;  // unified memory
+using GpuComm = so::comm::Nccl;                                     // reduces in device memory
+using ManagedComm = so::comm::Nccl;
+#elif defined(KOKKOS_ENABLE_HIP)
+using Gpu = Kokkos::HIP;
+using Managed = Kokkos::Device<Kokkos::HIP, Kokkos::HIPManagedSpace>;
+using GpuComm = so::comm::Serial;  // no RCCL backend: a world of one in device memory
+#if SHARDOPT_HAS_MPI
+// comm::Mpi reading and writing managed memory from the host, as tests/device/device_tests.cpp
+// does on CUDA: the optimizer fences before each collective of a comm that is not stream-ordered.
+struct ManagedComm : so::comm::Mpi {
+  using so::comm::Mpi::Mpi;
+  static constexpr bool host_memory_only = false;
+};
+#else
+using ManagedComm = so::comm::Serial;
+#endif
+#else
+#error "device_compile.cpp needs a Kokkos configured with KOKKOS_ENABLE_CUDA or KOKKOS_ENABLE_HIP"
+#endif
 
 // Every member function a training loop uses, so that each of them is instantiated.
 template <class Algo, class Layout, class Comm, class Dev>
@@ -58,29 +85,29 @@ void exercise(Comm comm) {
 
 }  // namespace device_compile
 
-// Each algorithm on the partitioned layout, each layout with Adam, on Cuda/CudaSpace.
-template void device_compile::exercise<so::algo::SGD, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
-template void device_compile::exercise<so::algo::Adam, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
-template void device_compile::exercise<so::algo::AdamW, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
-template void device_compile::exercise<so::algo::Adagrad, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
-template void device_compile::exercise<so::algo::RMSprop, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
-template void device_compile::exercise<so::algo::LAMB, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
-template void device_compile::exercise<so::algo::LARS, so::layout::ChunkCols, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
-template void device_compile::exercise<Lion, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
-template void device_compile::exercise<Adadelta, so::layout::FlatPartition, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
-template void device_compile::exercise<so::algo::Adam, so::layout::Replicated, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
-template void device_compile::exercise<so::algo::Adam, so::layout::DataParallel, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
-template void device_compile::exercise<so::algo::Adam, so::layout::ChunkRows, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
-template void device_compile::exercise<so::algo::Adam, so::layout::ChunkCols, so::comm::Nccl, Kokkos::Cuda>(so::comm::Nccl);
-// Unified memory as the optimizer's memory space, and a world of one (comm::Serial) on the device.
-template void device_compile::exercise<so::algo::Adam, so::layout::FlatPartition, so::comm::Nccl,
-                       Kokkos::Device<Kokkos::Cuda, Kokkos::CudaUVMSpace>>(so::comm::Nccl);
-template void device_compile::exercise<so::algo::SGD, so::layout::DataParallel, so::comm::Serial, Kokkos::Cuda>(so::comm::Serial);
+// Each algorithm on the partitioned layout, each layout with Adam, in the GPU's own memory.
+template void device_compile::exercise<so::algo::SGD, so::layout::FlatPartition, device_compile::GpuComm, device_compile::Gpu>(device_compile::GpuComm);
+template void device_compile::exercise<so::algo::Adam, so::layout::FlatPartition, device_compile::GpuComm, device_compile::Gpu>(device_compile::GpuComm);
+template void device_compile::exercise<so::algo::AdamW, so::layout::FlatPartition, device_compile::GpuComm, device_compile::Gpu>(device_compile::GpuComm);
+template void device_compile::exercise<so::algo::Adagrad, so::layout::FlatPartition, device_compile::GpuComm, device_compile::Gpu>(device_compile::GpuComm);
+template void device_compile::exercise<so::algo::RMSprop, so::layout::FlatPartition, device_compile::GpuComm, device_compile::Gpu>(device_compile::GpuComm);
+template void device_compile::exercise<so::algo::LAMB, so::layout::FlatPartition, device_compile::GpuComm, device_compile::Gpu>(device_compile::GpuComm);
+template void device_compile::exercise<so::algo::LARS, so::layout::ChunkCols, device_compile::GpuComm, device_compile::Gpu>(device_compile::GpuComm);
+template void device_compile::exercise<Lion, so::layout::FlatPartition, device_compile::GpuComm, device_compile::Gpu>(device_compile::GpuComm);
+template void device_compile::exercise<Adadelta, so::layout::FlatPartition, device_compile::GpuComm, device_compile::Gpu>(device_compile::GpuComm);
+template void device_compile::exercise<so::algo::Adam, so::layout::Replicated, device_compile::GpuComm, device_compile::Gpu>(device_compile::GpuComm);
+template void device_compile::exercise<so::algo::Adam, so::layout::DataParallel, device_compile::GpuComm, device_compile::Gpu>(device_compile::GpuComm);
+template void device_compile::exercise<so::algo::Adam, so::layout::ChunkRows, device_compile::GpuComm, device_compile::Gpu>(device_compile::GpuComm);
+template void device_compile::exercise<so::algo::Adam, so::layout::ChunkCols, device_compile::GpuComm, device_compile::Gpu>(device_compile::GpuComm);
+// Unified (managed) memory as the optimizer's memory space, and a world of one (comm::Serial) on the device.
+template void device_compile::exercise<so::algo::Adam, so::layout::FlatPartition, device_compile::ManagedComm,
+                                       device_compile::Managed>(device_compile::ManagedComm);
+template void device_compile::exercise<so::algo::SGD, so::layout::DataParallel, so::comm::Serial, device_compile::Gpu>(so::comm::Serial);
 // The host path under the same Kokkos version.
 template void device_compile::exercise<so::algo::Adam, so::layout::FlatPartition, so::comm::Serial, Kokkos::Serial>(so::comm::Serial);
 
-// comm::Mpi reduces in host memory: with CudaSpace it must not compile (checked by the
+// comm::Mpi reduces in host memory: with the GPU's memory it must not compile (checked by the
 // compile_fail tests with the host Kokkos); here the trait that drives it.
 static_assert(so::detail::host_path<Kokkos::Serial, Kokkos::HostSpace>);
-static_assert(!so::detail::host_path<Kokkos::Cuda, Kokkos::CudaSpace>);
-static_assert(!so::detail::host_path<Kokkos::Cuda, Kokkos::CudaUVMSpace>);
+static_assert(!so::detail::host_path<device_compile::Gpu, device_compile::Gpu::memory_space>);
+static_assert(!so::detail::host_path<device_compile::Gpu, device_compile::Managed::memory_space>);
