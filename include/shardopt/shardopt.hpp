@@ -13,6 +13,7 @@
 #include <shardopt/comm_stats.hpp>
 #include <shardopt/concepts.hpp>
 #include <shardopt/error.hpp>
+#include <shardopt/half.hpp>
 #include <shardopt/layout_support.hpp>
 #include <shardopt/options.hpp>
 #include <shardopt/scope_guard.hpp>

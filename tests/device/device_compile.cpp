@@ -52,6 +52,15 @@ using ManagedComm = so::comm::Serial;
 #error "device_compile.cpp needs a Kokkos configured with KOKKOS_ENABLE_CUDA or KOKKOS_ENABLE_HIP"
 #endif
 
+// The 16-bit types' conversions in a kernel.
+void half_conversions(Kokkos::View<float*, Gpu::memory_space> x) {
+  Kokkos::parallel_for(
+      "half_conversions", Kokkos::RangePolicy<Gpu>(0, x.extent(0)), KOKKOS_LAMBDA(const std::size_t i) {
+        x(i) = static_cast<float>(so::bfloat16(x(i))) + static_cast<float>(so::float16(x(i))) +
+               static_cast<float>(so::float16::from_bits(so::bfloat16(x(i)).bits()));
+      });
+}
+
 // Every member function a training loop uses, so that each of them is instantiated.
 template <class Algo, class Layout, class Comm, class Dev>
 void exercise(Comm comm) {

@@ -61,7 +61,7 @@ struct LocalError {
 }
 
 // FNV-1a, for digests of descriptions (equal on every rank for equal input).
-inline std::uint64_t fnv1a(std::string_view s, std::uint64_t h = 1469598103934665603ull) {
+inline std::uint64_t fnv1a(std::string_view s, std::uint64_t h = 14695981039346656037ull) {
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
   return h;
 }
