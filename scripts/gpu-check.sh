@@ -115,6 +115,8 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 
 # ------------------------------------------------------------------ build
 t0=$SECONDS
+# Every case of the GPU suite (CI builds one: SHARDOPT_DEVICE_TEST_CASES).
+export SHARDOPT_CMAKE_ARGS="${SHARDOPT_CMAKE_ARGS:-} -DSHARDOPT_DEVICE_TEST_CASES=all"
 if SHARDOPT_CUDA_REQUIRE=1 SHARDOPT_JOBS="${SHARDOPT_JOBS:-$(nproc)}" SHARDOPT_NICE=0 timeout 420 bash "$root/scripts/build-cuda.sh" >"$out/build.log" 2>&1; then
   note build PASS "$((SECONDS - t0)) s: $(grep -m1 'nvcc [0-9]' "$out/build.log" | sed 's/^build-cuda.sh: //')"
 else

@@ -19,6 +19,7 @@
 #   SHARDOPT_KOKKOS_BUILD_DIR  shardopt's build tree (default <repo>/build-kokkos46[-tsan])
 #   SHARDOPT_JOBS              build and ctest parallelism (default 2)
 #   SHARDOPT_BUILD_TARGETS     build only these targets (space-separated; default all)
+#   SHARDOPT_CMAKE_ARGS        more arguments for configuring shardopt (e.g. -DSHARDOPT_TEST_KIT=OFF)
 #   SHARDOPT_KOKKOS_TSAN=1     ThreadSanitizer: Kokkos and the suite built by clang++ with
 #                              -fsanitize=thread and LLVM's OpenMP runtime (libomp), with its
 #                              Archer tool loaded so that TSan sees OpenMP's synchronization
@@ -131,7 +132,7 @@ config="$(find "$prefix" -maxdepth 5 -name KokkosConfig.cmake -print -quit)"
 [[ -n "$config" ]] || { say "ERROR: no KokkosConfig.cmake under $prefix"; exit 1; }
 "${nice_cmd[@]}" cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$prefix" -DKokkos_ROOT="$prefix" -DKokkos_DIR="$(dirname "$config")" \
-  "${cxx[@]}" ${cxx_flags:+-DCMAKE_CXX_FLAGS="$cxx_flags"}
+  "${cxx[@]}" ${cxx_flags:+-DCMAKE_CXX_FLAGS="$cxx_flags"} ${SHARDOPT_CMAKE_ARGS:-}
 found="$(sed -n 's/^Kokkos_DIR:[A-Z]*=//p' "$build/CMakeCache.txt")"
 case "$found" in
   "$prefix"/*) ;;
