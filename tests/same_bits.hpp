@@ -86,10 +86,22 @@ struct Tensors {
   }
 };
 
+// A non-finite gradient element: at step `step`, on rank `rank` (taken modulo the world size),
+// element `index` of tensor `tensor` (shapes.size(): the first element of the user-sharded
+// tensor's first shard; only rank 0 is sure to hold rows of it at every world size) is `value`.
+struct NonFinite {
+  int step, rank;
+  std::size_t tensor, index;
+  double value;
+};
+
 // `Device` is where the sharded optimizer runs and keeps everything (the reference stays on the host);
-// `C` its communicator.
+// `C` its communicator. With `poison`, the sharded optimizer skips non-finite steps
+// (set_skip_nonfinite) and the poisoned step must be skipped on every rank: the result is then
+// that of one process that never had that step.
 template <class Algo, class Layout, class T = float, class Device = Kokkos::DefaultExecutionSpace, class C = so::comm::Mpi>
-void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0, std::optional<so::ClipGradNorm> clip = {}) {
+void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0, std::optional<so::ClipGradNorm> clip = {},
+                              std::optional<NonFinite> poison = {}) {
   using M = typename Device::memory_space;
   C comm = MakeComm<C>::make();
   const int p = comm.size(), r = comm.rank();
@@ -101,6 +113,7 @@ void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0, std:
     sharded.clip_grad_norm(clip->max_norm, clip->norm_type, clip->error_if_nonfinite);
     single.clip_grad_norm(clip->max_norm, clip->norm_type, clip->error_if_nonfinite);
   }
+  if (poison) sharded.set_skip_nonfinite(true);
   int clipped = 0;  // steps whose coefficient was below 1
   Tensors<T, M> mine;
   Tensors<T, Kokkos::HostSpace> ref;
@@ -121,6 +134,23 @@ void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0, std:
     test::from_host(st_grad, sg);
     for (auto& s : st.local_shards())
       test::from_host(s.grad, std::vector<T>(sg.begin() + s.metadata.offsets[0] * 2, sg.begin() + (s.metadata.offsets[0] + s.metadata.sizes[0]) * 2));
+    if (poison && k == poison->step) {
+      if (r == poison->rank % p) {
+        if (poison->tensor < shapes.size()) {
+          auto g = rank_gradient<T>(poison->tensor, r, k);
+          g.at(poison->index) = T(poison->value);
+          test::from_host(mine.grad[poison->tensor], g);
+        } else {
+          auto& s = st.local_shards().at(0);
+          auto g = test::to_host<T>(s.grad);
+          g.at(0) = T(poison->value);
+          test::from_host(s.grad, g);
+        }
+      }
+      sharded.step();
+      BOOST_TEST(sharded.skipped_steps() == 1, "step " << k << " is skipped on rank " << r);
+      continue;  // one process never has it
+    }
     sharded.step();
     single.step();
     if (clip) {
@@ -130,6 +160,7 @@ void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0, std:
     }
   }
   if (clip) BOOST_TEST(clipped > 0, "the gradients were clipped at some step");
+  if (poison) BOOST_TEST(sharded.skipped_steps() == 1);
   for (std::size_t t = 0; t < shapes.size(); ++t) {
     const std::string name = "t" + std::to_string(t);
     BOOST_TEST_CONTEXT(Algo::name << " under " << Layout::name << " at P=" << p << ", buckets of " << sharded.bucket_bytes()
@@ -140,7 +171,7 @@ void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0, std:
         BOOST_TEST(gathered.size() == std::size_t(numel(shapes[t])));  // every slot is in use with these options
         BOOST_TEST(gathered == single.template local_state<T>(name, Algo::slot_names[k]), boost::test_tools::per_element());
       }
-      BOOST_TEST(sharded.step_count(name) == steps);
+      BOOST_TEST(sharded.step_count(name) == steps - (poison ? 1 : 0));
     }
   }
   const auto whole = test::to_host<T>(st_whole);

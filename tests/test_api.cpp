@@ -473,6 +473,45 @@ BOOST_AUTO_TEST_CASE(a_non_finite_norm_is_an_error_if_asked_and_changes_nothing)
   for (float v : test::to_host<float>(w)) BOOST_TEST(std::isnan(v));
 }
 
+// set_skip_nonfinite: a non-finite gradient skips the step (it never raises, error_if_nonfinite or
+// not); a norm that overflows float32 from finite gradients is not a skip: it raises if asked, or
+// clips as torch does (a coefficient of 0).
+BOOST_AUTO_TEST_CASE(skip_nonfinite_skips_what_error_if_nonfinite_would_raise) {
+  SerialOpt<so::algo::Adam> opt(Serial{}, {.lr = 0.1});
+  auto w = filled<float>("w", 4, 1.0, 0.5);
+  Kokkos::View<float*> gw("gw", 4);
+  opt.add_param("w", w, gw);
+  BOOST_TEST(!opt.skip_nonfinite());
+  opt.set_skip_nonfinite(true);
+  BOOST_TEST(opt.skip_nonfinite());
+  opt.clip_grad_norm(1.0, 2.0, true);
+  const auto before = test::to_host<float>(w);
+  test::from_host(gw, std::vector<float>{1, -INFINITY, 2, 3});
+  opt.step();
+  BOOST_TEST(opt.skipped_steps() == 1);
+  BOOST_TEST(std::isinf(opt.last_grad_norm()));
+  BOOST_TEST(test::to_host<float>(w) == before, boost::test_tools::per_element());
+  BOOST_TEST(opt.step_count("w") == 0);
+  BOOST_TEST(opt.local_state<float>("w", "exp_avg").empty());
+  // Finite gradients whose norm is inf in float32: raised as asked, not skipped.
+  test::from_host(gw, std::vector<float>{3e38f, 3e38f, 0, 0});
+  require_throw<so::Error>([&] { opt.step(); }, {"total norm of order 2", "is inf", "error_if_nonfinite"});
+  BOOST_TEST(opt.skipped_steps() == 1);
+  BOOST_TEST(opt.step_count("w") == 0);
+  // Without the error: clipped by a coefficient of 0, as torch does, and stepped.
+  opt.clip_grad_norm(1.0);
+  opt.step();
+  BOOST_TEST(opt.skipped_steps() == 1);
+  BOOST_TEST(opt.step_count("w") == 1);
+  BOOST_TEST(test::to_host<float>(w) == before, boost::test_tools::per_element());  // a zero gradient moves nothing (no decay)
+  // Off again: a NaN gradient is stepped.
+  opt.set_skip_nonfinite(false);
+  test::from_host(gw, std::vector<float>{1, NAN, 2, 3});
+  opt.step();
+  BOOST_TEST(opt.skipped_steps() == 1);
+  BOOST_TEST(opt.step_count("w") == 2);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(groups)

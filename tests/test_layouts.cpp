@@ -121,6 +121,24 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(tensor_sums, L, BucketLayouts) {
   same_bits_as_one_process<so::algo::LARS, L>(3, 7 * sizeof(float), so::ClipGradNorm{0.3, std::numeric_limits<double>::infinity()});
 }
 
+// set_skip_nonfinite: an infinity or a NaN in one element, on one rank, at one step (the first, the
+// last, one in between), in a plain tensor or in the user-sharded one, skips that step on every
+// rank; everything is then the bits of one process that never had that step. Without clipping (the
+// verdicts in an all-reduce of their own), with clipping of norm 2 and infinity (in its collective),
+// with buckets that cut the tensors, and with per-tensor sums (LAMB, LARS).
+BOOST_AUTO_TEST_CASE_TEMPLATE(skip_nonfinite, L, BucketLayouts) {
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  const std::size_t user_sharded = shapes.size();
+  same_bits_as_one_process<so::algo::Adam, L>(5, 0, {}, NonFinite{3, 1, 0, 4, inf});
+  same_bits_as_one_process<so::algo::Adam, L>(5, 7 * sizeof(float), {}, NonFinite{2, 3, 3, 23, -inf});
+  same_bits_as_one_process<so::algo::SGD, L, double>(4, 0, {}, NonFinite{1, 2, 1, 12, nan});  // the first step: no state yet
+  same_bits_as_one_process<so::algo::AdamW, L>(4, 0, {}, NonFinite{4, 0, user_sharded, 0, nan});  // the last step
+  same_bits_as_one_process<so::algo::Adam, L>(4, 0, so::ClipGradNorm{0.8, 2.0}, NonFinite{2, 1, 4, 5, inf});
+  same_bits_as_one_process<so::algo::Adam, L>(4, 3 * sizeof(float), so::ClipGradNorm{0.3, inf}, NonFinite{3, 2, 0, 0, nan});
+  same_bits_as_one_process<so::algo::LAMB, L>(4, 0, {}, NonFinite{2, 1, 2, 0, inf});
+  same_bits_as_one_process<so::algo::LARS, L, double>(3, 0, so::ClipGradNorm{0.8, 2.0}, NonFinite{2, 3, 3, 7, -inf});
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 #if SHARDOPT_TEST_DEVICE_LIKE

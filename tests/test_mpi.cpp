@@ -372,6 +372,36 @@ BOOST_FIXTURE_TEST_CASE(clipping_on_some_ranks_only, Fixture) {
   BOOST_TEST(test::to_host<float>(w)[0] == 1.0f - 0.5f * (1.0f / (4.0f + 1e-6f)));
 }
 
+// skip_nonfinite on some ranks only: an error, not a step skipped on some ranks only.
+BOOST_FIXTURE_TEST_CASE(skip_nonfinite_on_some_ranks_only, Fixture) {
+  if (r == 0) opt.set_skip_nonfinite(true);
+  if (p == 1) return opt.step();
+  require_throw_everywhere<so::CollectiveMismatch>([&] { opt.step(); }, {"skip_nonfinite setting differs", "'off'", "'on'"});
+  unchanged_then_recovers();
+}
+
+// Under Replicated every rank steps its own copy: a NaN in the last rank's copy alone skips the
+// step on every rank (with clipping too, whose norm counts rank 0's copy only).
+BOOST_FIXTURE_TEST_CASE(skip_nonfinite_under_replicated_checks_every_copy, Fixture) {
+  opt.set_skip_nonfinite(true);
+  for (const bool clip : {false, true}) {
+    if (clip) opt.clip_grad_norm(100.0);
+    if (r == p - 1) {
+      auto g = test::to_host<float>(gw);
+      g[5] = NAN;
+      test::from_host(gw, g);
+    }
+    opt.step();
+    BOOST_TEST(opt.skipped_steps() == (clip ? 2 : 1));
+    unchanged_then_recovers();
+    Kokkos::deep_copy(gw, 1.0f);
+  }
+  opt.step();
+  BOOST_TEST(opt.skipped_steps() == 2);
+  BOOST_TEST(opt.step_count("w") == 1);
+  BOOST_TEST(test::to_host<float>(w) == std::vector<float>(16, 0.5f), boost::test_tools::per_element());
+}
+
 BOOST_FIXTURE_TEST_CASE(an_error_on_one_rank_is_raised_on_every_rank, Fixture) {
   if (r == p - 1) opt.param_groups()[0].options.lr = -1;
   // With several ranks the message says which rank found the error.

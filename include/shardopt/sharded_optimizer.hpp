@@ -10,6 +10,7 @@
 
 #include <Kokkos_Core.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <concepts>
@@ -17,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -265,6 +267,33 @@ class ShardedOptimizer {
     if (!last_grad_norm_) throw Error("last_grad_norm(): no step has clipped gradients yet (call clip_grad_norm() before step())");
     return *last_grad_norm_;
   }
+
+  /// @brief With `on`, a step whose gradients hold a NaN or an infinity anywhere, on any rank, after
+  /// their reduction, is skipped on every rank: parameters, state, scalar state (NAdam's
+  /// mu_product) and step counts stay bitwise as they were, and skipped_steps() counts it. This is
+  /// what a 16-bit training loop needs when a gradient overflows (torch.amp.GradScaler skips such a
+  /// step the same way). The gradients checked are the ones each rank steps: its reduced share of
+  /// the plain tensors under reducing layouts, its own shards, and under Replicated its own copies
+  /// (a NaN in one rank's copy skips the step everywhere).
+  ///
+  /// Like clipping, it makes step() reduce every gradient first (into the gradients' memory: after
+  /// step(), this rank's reduced share of the plain tensors under reducing layouts holds the reduced
+  /// gradient) and read the gradients once more for the check (the largest |g| per tensor). The
+  /// ranks' verdicts travel in the collective clipping already runs (no extra collective); without
+  /// clipping, in one all-reduce of one integer per step (one process: none). With clipping on, a
+  /// step is skipped only for a non-finite gradient element: a total norm that overflows float64
+  /// (or float32, for float32 gradients) from finite gradients is clipped as torch clips it, or
+  /// raises under error_if_nonfinite; a skipped step never raises. Like clipping, the setting must
+  /// be the same on every rank (step() checks it). Off by default.
+  void set_skip_nonfinite(bool on) {
+    require_live("set_skip_nonfinite");
+    skip_nonfinite_ = on;
+  }
+  /// Whether steps with a non-finite gradient are skipped; see set_skip_nonfinite().
+  bool skip_nonfinite() const noexcept { return skip_nonfinite_; }
+  /// @brief The steps skipped for a non-finite gradient since this optimizer was made, the same on
+  /// every rank (not part of the state dict or checkpoints).
+  std::int64_t skipped_steps() const noexcept { return skipped_steps_; }
 
   /// @brief Seconds a rank waits at most, in a collective call, for the other ranks to arrive (0:
   /// forever), after which it reports which call it is in and which ranks are missing, and aborts
@@ -553,9 +582,10 @@ class ShardedOptimizer {
   struct SegmentTable;
   template <class T>
   void step_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next, Clipped<T> clipped, const std::vector<double>& factors);
-  double clip_coefficient(detail::NormPieces& pieces);
+  double clip_coefficient(detail::NormPieces& pieces, bool& nonfinite);
+  bool nonfinite_anywhere(bool mine);
   template <class T>
-  void reduce_lane(Lane<T>& plan, detail::NormPieces* pieces);
+  void reduce_lane(Lane<T>& plan, detail::NormPieces* pieces, detail::NormPieces* check);
   std::vector<double> tensor_factors(const std::vector<std::vector<double>>& next, double coef);
   template <class T>
   void accumulate_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next, Clipped<T> clipped, detail::SumPieces& sums,
@@ -644,6 +674,7 @@ class ShardedOptimizer {
 
   std::string describe() const;
   std::string describe_clip() const;
+  std::string describe_skip() const;
   std::uint64_t digest() const;
   void agree(detail::Op op, const detail::LocalError& err, const std::string& extra = {});
   template <class Cleanup, class Body>
@@ -677,6 +708,8 @@ class ShardedOptimizer {
   bool plans_valid_ = false;
   std::optional<ClipGradNorm> clip_;      // gradient clipping of the following steps
   std::optional<double> last_grad_norm_;  // the total norm of the last step that clipped
+  bool skip_nonfinite_ = false;           // skip steps with a non-finite gradient
+  std::int64_t skipped_steps_ = 0;        // steps skipped for non-finite gradients
   detail::lanes_of<Lane> lanes_;
 };
 

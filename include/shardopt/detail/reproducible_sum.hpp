@@ -117,6 +117,13 @@ KOKKOS_INLINE_FUNCTION double leaf_value(const LeafSpan& s, std::int64_t begin, 
   return term((s.first_block + s.blocks) * sum_block + (j - s.head - s.blocks));
 }
 
+/// A term of the same value at every index, callable where leaf_value is (a host lambda is not,
+/// under nvcc).
+struct ConstantTerm {
+  double value;
+  KOKKOS_INLINE_FUNCTION double operator()(std::int64_t) const { return value; }
+};
+
 /// The pieces of sums one rank holds: tree nodes and loose terms, four int64 each
 /// (sum, level or -1 for a term, block or term index, the value's bits).
 class SumPieces {

@@ -17,7 +17,7 @@ std::string ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::describe() const {
     for (const auto& p : params_) registration_ += p.describe() + "\n";
     registration_digest_ = detail::fnv1a(registration_);
   }
-  std::string d = registration_ + "bucket_bytes " + std::to_string(bucket_bytes_) + "\n" + describe_clip() + "\n";
+  std::string d = registration_ + "bucket_bytes " + std::to_string(bucket_bytes_) + "\n" + describe_clip() + "\n" + describe_skip() + "\n";
   for (std::size_t g = 0; g < groups_.size(); ++g)
     d += "group " + std::to_string(g) + " " + describe_options<Algo>(groups_[g].options) + "\n";
   for (const auto& p : params_) d += "grad " + p.name + (p.grad_present ? " present\n" : " absent\n");
@@ -32,11 +32,17 @@ std::string ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::describe_clip() con
          " error_if_nonfinite=" + (clip_->error_if_nonfinite ? "True" : "False");
 }
 
+// The skipping of non-finite steps, as the ranks compare it.
+template <class Algo, class Layout, class Comm, class ExecSpace>
+std::string ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::describe_skip() const {
+  return std::string("skip_nonfinite setting ") + (skip_nonfinite_ ? "on" : "off");
+}
+
 // The digest of describe(), without building it (the registration's part is cached).
 template <class Algo, class Layout, class Comm, class ExecSpace>
 std::uint64_t ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::digest() const {
   if (registration_.empty()) describe();
-  std::uint64_t h = detail::fnv1a(std::to_string(bucket_bytes_) + describe_clip(), registration_digest_);
+  std::uint64_t h = detail::fnv1a(std::to_string(bucket_bytes_) + describe_clip() + describe_skip(), registration_digest_);
   for (const auto& g : groups_) h = detail::fnv1a(describe_options<Algo>(g.options), h);
   std::string presence(params_.size(), '0');
   for (std::size_t i = 0; i < params_.size(); ++i) presence[i] = params_[i].grad_present ? '1' : '0';

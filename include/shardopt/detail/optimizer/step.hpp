@@ -33,15 +33,31 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_after(detail::LocalEr
     throw;
   }
   replan_if_needed();
-  if (!clip_ && num_tensor_sums == 0) {
+  if (!clip_ && num_tensor_sums == 0 && !skip_nonfinite_) {
     detail::for_each_lane(lanes_, [&](auto& lane) { step_lane(lane, next, {}, {}); });
   } else {
-    // Every gradient reduced first (into the gradients' memory); then the total norm (clipping) and
-    // pass 1 with every tensor's sums (per-tensor sums); then the step, from the gradients' memory.
-    std::optional<detail::NormPieces> norms;
+    // Every gradient reduced first (into the gradients' memory); then the total norm (clipping),
+    // the check for non-finite gradients (skip_nonfinite) and pass 1 with every tensor's sums
+    // (per-tensor sums); then the step, from the gradients' memory.
+    std::optional<detail::NormPieces> norms, check;
     if (clip_) norms.emplace(detail::NormPieces{detail::NormOrder{clip_->norm_type}, {}, std::vector<double>(params_.size(), 0.0)});
-    detail::for_each_lane(lanes_, [&](auto& lane) { reduce_lane(lane, norms ? &*norms : nullptr); });
-    const double coef = clip_ ? clip_coefficient(*norms) : 1.0;
+    if (skip_nonfinite_)
+      check.emplace(detail::NormPieces{detail::NormOrder{std::numeric_limits<double>::infinity()}, {}, std::vector<double>(params_.size(), 0.0)});
+    detail::for_each_lane(lanes_, [&](auto& lane) { reduce_lane(lane, norms ? &*norms : nullptr, check ? &*check : nullptr); });
+    // This rank's verdict: the largest |g| of some tensor it steps is not finite (NaN or inf).
+    bool nonfinite = check && std::any_of(check->maxima.begin(), check->maxima.end(), [](double m) { return !std::isfinite(m); });
+    double coef = 1.0;
+    if (clip_) coef = clip_coefficient(*norms, nonfinite);  // the verdicts ride in its collective
+    else if (check) nonfinite = nonfinite_anywhere(nonfinite);
+    if (nonfinite) {  // skipped on every rank: nothing stepped, nothing counted but the skip
+      ++skipped_steps_;
+      return;
+    }
+    if (clip_ && clip_->error_if_nonfinite && !std::isfinite(*last_grad_norm_))
+      throw Error("step(): the total norm of order " + detail::fmt(clip_->norm_type) + " of the gradients is " +
+                  detail::fmt(*last_grad_norm_) +
+                  ", so it cannot be clipped (clip_grad_norm(error_if_nonfinite=true)); nothing was stepped, and the "
+                  "gradients of plain tensors under reducing layouts hold their reduced values");
     std::vector<double> factors;
     if constexpr (num_tensor_sums > 0) factors = tensor_factors(next, coef);
     detail::for_each_lane(lanes_, [&](auto& lane) {
@@ -77,24 +93,35 @@ std::vector<std::vector<double>> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>
 // Clipping (collective): the pieces of every lane's norms (reduce_lane) completed over the ranks,
 // and the total norm (last_grad_norm_) as torch's clip_grad_norm_: each present tensor's norm in its dtype, the norm of those in float32
 // if every one is float32 (else float64). Returns min(1, max_norm / (total + 1e-6)) in that dtype,
-// computed as torch does (reciprocal, then the product), and throws on every rank for a
-// non-finite total under error_if_nonfinite.
+// computed as torch does (reciprocal, then the product). `nonfinite`, this rank's verdict on its
+// gradients (skip_nonfinite), travels in the same collective and becomes whether any rank's is true.
 template <class Algo, class Layout, class Comm, class ExecSpace>
-double ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_coefficient(detail::NormPieces& pieces) {
+double ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_coefficient(detail::NormPieces& pieces, bool& nonfinite) {
   const ClipGradNorm c = *clip_;
   const bool max = pieces.order.is_max();
+  const std::size_t n = params_.size(), ranks = static_cast<std::size_t>(comm_.size());
   std::vector<double> values;  // per parameter: its sum of |g|^p, or its largest |g|
   if (!max) {
-    std::vector<std::int64_t> lengths(params_.size());
-    for (std::size_t i = 0; i < params_.size(); ++i) lengths[i] = numel_of(i);
+    // The verdicts: one more sum, of one term per rank (1 where non-finite), completed with the norms.
+    std::vector<std::int64_t> lengths(n + 1, static_cast<std::int64_t>(ranks));
+    for (std::size_t i = 0; i < n; ++i) lengths[i] = numel_of(i);
+    pieces.sums.add_run(n, comm_.rank(), comm_.rank() + 1, detail::ConstantTerm{nonfinite ? 1.0 : 0.0}, lengths[n]);
     before_collective();
     values = detail::complete_sums(comm_, pieces.sums, lengths);
-  } else if (comm_.size() > 1) {
-    // One all-gather of every rank's maxima; NaN wins, as in torch.
-    std::vector<double> all(params_.size() * static_cast<std::size_t>(comm_.size()));
+    nonfinite = values[n] > 0;
+    values.pop_back();
+  } else if (ranks > 1) {
+    // One all-gather of every rank's maxima and verdict; NaN wins, as in torch.
+    pieces.maxima.push_back(nonfinite ? 1.0 : 0.0);
+    std::vector<double> all((n + 1) * ranks);
+    before_collective();
     comm_.all_gather(std::span<const double>(pieces.maxima), std::span<double>(all));
-    values.assign(params_.size(), 0.0);
-    for (std::size_t q = 0; q < all.size(); ++q) values[q % params_.size()] = math::maximum(values[q % params_.size()], all[q]);
+    values.assign(n, 0.0);
+    nonfinite = false;
+    for (std::size_t q = 0; q < ranks; ++q) {
+      for (std::size_t i = 0; i < n; ++i) values[i] = math::maximum(values[i], all[q * (n + 1) + i]);
+      nonfinite = nonfinite || all[q * (n + 1) + n] > 0;
+    }
   } else {
     values = pieces.maxima;
   }
@@ -119,21 +146,28 @@ double ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_coefficient(detail:
     const U coef = (U(1) / (total + U(1e-6))) * static_cast<U>(c.max_norm);
     return static_cast<double>(coef > U(1) ? U(1) : coef);  // NaN stays NaN
   };
-  const double coef = all_float ? coefficient(static_cast<float>(total_d)) : coefficient(total_d);
-  if (c.error_if_nonfinite && !std::isfinite(*last_grad_norm_))
-    throw Error("step(): the total norm of order " + detail::fmt(p) + " of the gradients is " + detail::fmt(*last_grad_norm_) +
-                ", so it cannot be clipped (clip_grad_norm(error_if_nonfinite=true)); nothing was stepped, and the "
-                "gradients of plain tensors under reducing layouts hold their reduced values");
-  return coef;
+  return all_float ? coefficient(static_cast<float>(total_d)) : coefficient(total_d);
+}
+
+// skip_nonfinite without clipping (collective unless alone): whether any rank's verdict is true.
+template <class Algo, class Layout, class Comm, class ExecSpace>
+bool ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::nonfinite_anywhere(bool mine) {
+  if (comm_.size() == 1) return mine;
+  std::int64_t any = mine ? 1 : 0;
+  before_collective();
+  comm_.all_reduce(std::span<std::int64_t>(&any, 1), ReduceOp::max);
+  return any != 0;
 }
 
 // The reduction first, for the element type T: each bucket packed, reduced and its reduced window
 // (averaged) copied back into the gradients it steps; with `pieces` (clipping), the pieces of the
 // norms of what this rank counts (each element on exactly one rank), the gradients stepped in
-// place included (like writes(): a shard by its holder, a whole tensor by rank 0).
+// place included (like writes(): a shard by its holder, a whole tensor by rank 0); with `check`
+// (skip_nonfinite), the largest |g| of each tensor over every element this rank steps (or, under
+// the all-reduce, the same bits as another rank steps), the gradients stepped in place all included.
 template <class Algo, class Layout, class Comm, class ExecSpace>
 template <class T>
-void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::reduce_lane(Lane<T>& plan, detail::NormPieces* pieces) {
+void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::reduce_lane(Lane<T>& plan, detail::NormPieces* pieces, detail::NormPieces* check) {
   const int p = comm_.size(), me = comm_.rank();
   const bool parted = strategy() == Strategy::partitioned;
   const T divisor = Layout::reduction == Reduction::mean ? static_cast<T>(p) : T(1);
@@ -149,7 +183,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::reduce_lane(Lane<T>& plan,
   // it) the rank's P-th of the bucket.
   auto reduced = [&](std::size_t b) {
     detail::copy_runs(exec_, plan.tables[b].restore, divisor);
-    if (!pieces) return;
+    if (!pieces && !check) return;
     const auto w = static_cast<std::int64_t>(width(b));
     const std::int64_t lo = parted ? 0 : w * me / p, hi = parted ? w : w * (me + 1) / p;
     for (const auto& u : plan.layout.buckets[b].update) {
@@ -158,7 +192,8 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::reduce_lane(Lane<T>& plan,
       if (!prm.grad_present || a >= e) continue;
       runs.push_back({static_cast<const T*>(prm.pieces[0].grad) + u.src + a, u.src + a, u.src + e, prm.numel(), u.param, 0});
     }
-    detail::norm_pieces(exec_, runs, plan.norm, *pieces, max_leaves);
+    if (pieces) detail::norm_pieces(exec_, runs, plan.norm, *pieces, max_leaves);
+    if (check) detail::norm_pieces(exec_, runs, plan.norm, *check, max_leaves);
     runs.clear();
   };
   if constexpr (can_start) {
@@ -186,15 +221,22 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::reduce_lane(Lane<T>& plan,
       reduced(b);
     }
   }
-  if (!pieces) return;
+  if (!pieces && !check) return;
+  // The runs stepped in place: for the norms those this rank counts, for the check all of them.
+  std::vector<detail::NormRun<T>> counted;
   for (const auto& r : plan.layout.state_runs) {
     const auto& prm = params_[r.param];
-    if (r.packed || !prm.grad_present || !writes(r.param, r)) continue;
+    if (r.packed || !prm.grad_present) continue;
+    const bool counts = writes(r.param, r);
     const T* grad = static_cast<const T*>(prm.pieces[r.piece].grad);
-    for (const auto& [global, within, length] : segments(r.param, r))
-      runs.push_back({grad + within, global, global + length, prm.numel(), r.param, 0});
+    for (const auto& [global, within, length] : segments(r.param, r)) {
+      const detail::NormRun<T> run{grad + within, global, global + length, prm.numel(), r.param, 0};
+      runs.push_back(run);
+      if (counts) counted.push_back(run);
+    }
   }
-  detail::norm_pieces(exec_, runs, plan.norm, *pieces, max_leaves);
+  if (pieces) detail::norm_pieces(exec_, counted, plan.norm, *pieces, max_leaves);
+  if (check) detail::norm_pieces(exec_, runs, plan.norm, *check, max_leaves);
 }
 
 // Pass 1 of an algorithm with per-tensor sums (collective): Algo::accumulate over every element
