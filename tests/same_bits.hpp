@@ -43,16 +43,28 @@ std::vector<T> rank_gradient(std::size_t t, int r, int k) {
   return g;
 }
 
-// What every layout must reproduce: the gradients of ranks 0..P-1 combined in rank order.
+// rank_gradient multiplied by a loss scale.
 template <class T>
-std::vector<T> combined_gradient(std::size_t t, int p, int k, so::Reduction red) {
-  auto acc = rank_gradient<T>(t, 0, k);
+std::vector<T> scaled_gradient(std::size_t t, int r, int k, T scale) {
+  auto g = rank_gradient<T>(t, r, k);
+  if (scale != T(1))
+    for (auto& x : g) x = x * scale;
+  return g;
+}
+
+// What every layout must reproduce: the gradients of ranks 0..P-1 (multiplied by `scale`)
+// combined in rank order, then multiplied by `unscale` (torch's unscale_ after the reduction).
+template <class T>
+std::vector<T> combined_gradient(std::size_t t, int p, int k, so::Reduction red, T scale = T(1), T unscale = T(1)) {
+  auto acc = scaled_gradient<T>(t, 0, k, scale);
   for (int r = 1; r < p; ++r) {
-    const auto g = rank_gradient<T>(t, r, k);
+    const auto g = scaled_gradient<T>(t, r, k, scale);
     for (std::size_t i = 0; i < acc.size(); ++i) acc[i] = acc[i] + g[i];
   }
   if (red == so::Reduction::mean)
     for (auto& a : acc) a = a / T(p);
+  if (unscale != T(1))
+    for (auto& a : acc) a = a * unscale;
   return acc;
 }
 
@@ -98,10 +110,12 @@ struct NonFinite {
 // `Device` is where the sharded optimizer runs and keeps everything (the reference stays on the host);
 // `C` its communicator. With `poison`, the sharded optimizer skips non-finite steps
 // (set_skip_nonfinite) and the poisoned step must be skipped on every rank: the result is then
-// that of one process that never had that step.
+// that of one process that never had that step. With `scaler`, the sharded optimizer steps with it
+// (step(scaler)) on gradients multiplied by its scale, and one process steps the combined
+// gradients unscaled as torch's unscale_ does; the scales must follow the same sequence.
 template <class Algo, class Layout, class T = float, class Device = Kokkos::DefaultExecutionSpace, class C = so::comm::Mpi>
 void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0, std::optional<so::ClipGradNorm> clip = {},
-                              std::optional<NonFinite> poison = {}) {
+                              std::optional<NonFinite> poison = {}, std::optional<so::GradScaler> scaler = {}) {
   using M = typename Device::memory_space;
   C comm = MakeComm<C>::make();
   const int p = comm.size(), r = comm.rank();
@@ -125,13 +139,16 @@ void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0, std:
   sharded.add_param("sharded", st);
   single.add_param("sharded", st_whole, st_grad);
   for (int k = 1; k <= steps; ++k) {
+    const T scale = scaler ? T(scaler->scale()) : T(1), unscale = scaler ? T(scaler->inv_scale()) : T(1);
     for (std::size_t t = 0; t < shapes.size(); ++t) {
-      test::from_host(mine.grad[t], rank_gradient<T>(t, r, k));
-      test::from_host(ref.grad[t], combined_gradient<T>(t, p, k, Layout::reduction));
+      test::from_host(mine.grad[t], scaled_gradient<T>(t, r, k, scale));
+      test::from_host(ref.grad[t], combined_gradient<T>(t, p, k, Layout::reduction, scale, unscale));
     }
     std::vector<T> sg(10);
-    for (int i = 0; i < 10; ++i) sg[i] = T(test::gradient_value(99, i, k));
-    test::from_host(st_grad, sg);
+    for (int i = 0; i < 10; ++i) sg[i] = T(test::gradient_value(99, i, k)) * scale;
+    std::vector<T> sg_ref = sg;
+    for (auto& x : sg_ref) x = x * unscale;
+    test::from_host(st_grad, sg_ref);
     for (auto& s : st.local_shards())
       test::from_host(s.grad, std::vector<T>(sg.begin() + s.metadata.offsets[0] * 2, sg.begin() + (s.metadata.offsets[0] + s.metadata.sizes[0]) * 2));
     if (poison && k == poison->step) {
@@ -147,11 +164,13 @@ void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0, std:
           test::from_host(s.grad, g);
         }
       }
-      sharded.step();
+      if (scaler) sharded.step(*scaler);
+      else sharded.step();
       BOOST_TEST(sharded.skipped_steps() == 1, "step " << k << " is skipped on rank " << r);
       continue;  // one process never has it
     }
-    sharded.step();
+    if (scaler) sharded.step(*scaler);
+    else sharded.step();
     single.step();
     if (clip) {
       BOOST_TEST(std::bit_cast<std::uint64_t>(sharded.last_grad_norm()) == std::bit_cast<std::uint64_t>(single.last_grad_norm()),

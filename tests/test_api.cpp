@@ -512,6 +512,46 @@ BOOST_AUTO_TEST_CASE(skip_nonfinite_skips_what_error_if_nonfinite_would_raise) {
   BOOST_TEST(opt.step_count("w") == 2);
 }
 
+// step(scaler) on one process: torch's scaler.step(opt); scaler.update(): the gradients unscaled in
+// place (g * inv_scale in float32), the step as with those gradients, an overflow skipped with the
+// scale backed off, growth after growth_interval steps, a disabled scaler a plain step.
+BOOST_AUTO_TEST_CASE(step_with_a_grad_scaler) {
+  SerialOpt<so::algo::Adam> opt(Serial{}, {.lr = 0.1}), ref(Serial{}, {.lr = 0.1});
+  auto w = filled<float>("w", 4, 1.0, 0.5), wr = filled<float>("wr", 4, 1.0, 0.5);
+  Kokkos::View<float*> gw("gw", 4), gr("gr", 4);
+  opt.add_param("w", w, gw);
+  ref.add_param("w", wr, gr);
+  so::GradScaler scaler({.init_scale = 1000.0, .growth_interval = 2});
+  const std::vector<float> g = {0.25f, -3.0f, 1e-3f, 7.0f};
+  for (int k = 0; k < 4; ++k) {
+    const float s = static_cast<float>(scaler.scale()), inv = scaler.inv_scale();
+    std::vector<float> scaled = g, unscaled = g;
+    for (std::size_t i = 0; i < g.size(); ++i) {
+      scaled[i] = g[i] * s;
+      unscaled[i] = scaled[i] * inv;
+    }
+    if (k == 1) scaled[2] = INFINITY;
+    test::from_host(gw, scaled);
+    test::from_host(gr, unscaled);
+    opt.step(scaler);
+    if (k == 1) {
+      BOOST_TEST(opt.skipped_steps() == 1);
+      BOOST_TEST(scaler.scale() == 500.0);  // backed off
+      BOOST_TEST(scaler.growth_tracker() == 0);
+      continue;
+    }
+    ref.step();
+    BOOST_TEST(test::to_host<float>(gw) == unscaled, boost::test_tools::per_element());  // unscaled in place
+    BOOST_TEST(test::to_host<float>(w) == test::to_host<float>(wr), boost::test_tools::per_element());
+  }
+  BOOST_TEST(scaler.scale() == 1000.0);  // two stepped steps after the backoff: grown
+  BOOST_TEST(opt.step_count("w") == 3);
+  so::GradScaler off({.enabled = false});
+  opt.step(off);
+  ref.step();  // the same (unscaled) gradients
+  BOOST_TEST(test::to_host<float>(w) == test::to_host<float>(wr), boost::test_tools::per_element());
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(groups)

@@ -1,16 +1,20 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // shardopt::bfloat16 and shardopt::float16 against torch's conversions (tests/golden/half.txt, made by
 // scripts/make_half_golden.py, whose docstring defines the input sets rebuilt here), on the host and
-// in a kernel of the default execution space.
+// in a kernel of the default execution space; shardopt::GradScaler's scales against torch's
+// (tests/golden/grad_scaler.txt, made by scripts/make_grad_scaler_golden.py).
 #include <boost/test/unit_test.hpp>
 
+#include <shardopt/grad_scaler.hpp>
 #include <shardopt/half.hpp>
 #include <shardopt/detail/consensus.hpp>  // fnv1a
 
 #include <Kokkos_Core.hpp>
 
 #include <cmath>
+#include <bit>
 #include <cstdint>
+#include <optional>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -216,6 +220,76 @@ BOOST_AUTO_TEST_CASE(views_of_16_bit_types_start_at_zero) {
     BOOST_TEST(hb(i).bits() == 0);
     BOOST_TEST(hh(i).bits() == 0);
   }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---- GradScaler ---------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_SUITE(grad_scaler)
+
+// The scale (its float32 bits) and growth tracker after each update, as torch.amp.GradScaler's,
+// for patterns of overflows, factors that are not powers of two and a growth that would overflow.
+BOOST_AUTO_TEST_CASE(scales_follow_torch) {
+  std::ifstream in(SHARDOPT_GOLDEN_DIR "/grad_scaler.txt");
+  BOOST_REQUIRE_MESSAGE(in, "cannot open " SHARDOPT_GOLDEN_DIR "/grad_scaler.txt");
+  std::optional<so::GradScaler> scaler;
+  int cases = 0, steps = 0;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream ls(line);
+    std::string kind;
+    ls >> kind;
+    if (kind == "case") {
+      so::GradScaler::Options o;
+      ls >> o.init_scale >> o.growth_factor >> o.backoff_factor >> o.growth_interval;
+      scaler.emplace(o);
+      ++cases;
+    } else if (kind == "step") {
+      int overflow = 0;
+      std::string bits;
+      std::int64_t tracker = 0;
+      ls >> overflow >> bits >> tracker;
+      scaler->update(overflow != 0);
+      const float s = static_cast<float>(scaler->scale());
+      BOOST_TEST(std::bit_cast<std::uint32_t>(s) == std::stoul(bits, nullptr, 16), "case " << cases << " step " << steps << ": " << s);
+      BOOST_TEST(scaler->growth_tracker() == tracker);
+      ++steps;
+    }
+  }
+  BOOST_TEST(cases == 4);
+  BOOST_TEST(steps > 40);
+}
+
+BOOST_AUTO_TEST_CASE(defaults_and_errors) {
+  so::GradScaler s;
+  BOOST_TEST(s.scale() == 65536.0);
+  BOOST_TEST(s.inv_scale() == 1.0f / 65536.0f);
+  BOOST_TEST((s.state_dict() == so::GradScaler::State{65536.0, 2.0, 0.5, 2000, 0}));
+  auto fails = [](so::GradScaler::Options o, const std::string& fragment) {
+    try {
+      so::GradScaler bad(o);
+      BOOST_ERROR("no error for " << fragment);
+    } catch (const so::InvalidArgument& e) {
+      BOOST_TEST(std::string(e.what()).find(fragment) != std::string::npos, e.what());
+    }
+  };
+  fails({.growth_factor = 1.0}, "growth_factor=1");
+  fails({.backoff_factor = 1.0}, "backoff_factor=1");
+  fails({.backoff_factor = 0.0}, "backoff_factor=0");
+  fails({.growth_interval = 0}, "growth_interval=0");
+  fails({.init_scale = 0.0}, "init_scale=0");
+  fails({.init_scale = 1e39}, "init_scale=1e+39");
+  so::GradScaler off({.growth_factor = 0.5, .enabled = false});  // disabled: nothing checked, as torch
+  BOOST_TEST(off.scale() == 1.0);
+  off.update(true);
+  BOOST_TEST(off.scale() == 1.0);
+  // load_state_dict: all or nothing.
+  BOOST_CHECK_THROW(s.load_state_dict({1024.0, 2.0, 0.5, 10, 10}), so::InvalidArgument);
+  BOOST_TEST(s.scale() == 65536.0);
+  s.load_state_dict({1024.0, 4.0, 0.25, 10, 9});
+  BOOST_TEST((s.state_dict() == so::GradScaler::State{1024.0, 4.0, 0.25, 10, 9}));
+  s.update(false);
+  BOOST_TEST(s.scale() == 4096.0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

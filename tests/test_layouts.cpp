@@ -139,6 +139,21 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(skip_nonfinite, L, BucketLayouts) {
   same_bits_as_one_process<so::algo::LARS, L, double>(3, 0, so::ClipGradNorm{0.8, 2.0}, NonFinite{2, 3, 3, 7, -inf});
 }
 
+// step(scaler): gradients multiplied by the loss scale, unscaled where the reduction copies them back
+// (in place for the tensors stepped in place), give the bits of one process stepping the combined
+// gradients unscaled after the reduction (torch: DDP's average, then unscale_), under every layout:
+// a power-of-two scale (exact) and others (the unscaling rounds), with buckets that cut tensors,
+// clipping of the unscaled gradients, an overflow (skipped, the scale backs off) and LAMB.
+BOOST_AUTO_TEST_CASE_TEMPLATE(grad_scaler, L, BucketLayouts) {
+  const so::GradScaler pow2({.init_scale = 1024.0, .growth_interval = 2});
+  const so::GradScaler odd({.init_scale = 1000.0, .growth_factor = 1.5, .backoff_factor = 0.3, .growth_interval = 2});
+  same_bits_as_one_process<so::algo::Adam, L>(6, 0, {}, {}, pow2);
+  same_bits_as_one_process<so::algo::Adam, L>(6, 7 * sizeof(float), {}, {}, odd);
+  same_bits_as_one_process<so::algo::Adam, L>(5, 0, so::ClipGradNorm{0.8, 2.0}, {}, odd);
+  same_bits_as_one_process<so::algo::SGD, L, double>(5, 0, {}, NonFinite{3, 1, 0, 4, std::numeric_limits<double>::infinity()}, odd);
+  same_bits_as_one_process<so::algo::LAMB, L>(4, 0, {}, {}, odd);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 #if SHARDOPT_TEST_DEVICE_LIKE

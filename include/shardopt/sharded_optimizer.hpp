@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
@@ -42,6 +43,7 @@
 #include <shardopt/detail/registry.hpp>
 #include <shardopt/detail/checkpoint_format.hpp>
 #include <shardopt/error.hpp>
+#include <shardopt/grad_scaler.hpp>
 #include <shardopt/layout_support.hpp>
 #include <shardopt/options.hpp>
 #include <shardopt/sharded_tensor.hpp>
@@ -230,6 +232,23 @@ class ShardedOptimizer {
     }
     step_after(std::move(err), thrown);
     if constexpr (!std::is_void_v<R>) return std::move(*loss);
+  }
+
+  /// @brief One step with dynamic loss scaling: torch's `scaler.unscale_(opt)` (with clipping on,
+  /// before it), `scaler.step(opt)` and `scaler.update()` in one call.
+  ///
+  /// The reduced gradients are multiplied by `scaler.inv_scale()` where the reduction copies them
+  /// back (the gradients stepped in place, in place: no extra pass for the others), every gradient
+  /// a rank steps is checked as under set_skip_nonfinite(true), the step is skipped on every rank if
+  /// any is not finite, and `scaler.update(skipped)` follows on every rank. The clipping norm and
+  /// the update see the unscaled gradients, with torch's bits. The scale must be the same on every
+  /// rank (step() checks it). A disabled scaler makes this step().
+  void step(GradScaler& scaler) {
+    require_live("step");
+    if (!scaler.is_enabled()) return step_after({}, nullptr);
+    const std::int64_t before = skipped_steps_;
+    step_after({}, nullptr, scaler.inv_scale());
+    scaler.update(skipped_steps_ != before);
   }
 
   /// @brief Clips the gradients of every following step by their global norm, as
@@ -484,6 +503,7 @@ class ShardedOptimizer {
     std::array<Kokkos::View<T*, memory_space>, num_slots> loading;  // commit_loaded's new state, until every lane has it
     detail::CopyTable<T, execution_space, memory_space> zero;     // every gradient of this type, zero-filled by zero_grad
     detail::NormWorkspace<T, execution_space, memory_space> norm;  // the gradient norms' leaves (clipping)
+    detail::CopyTable<T, execution_space, memory_space> unscale;  // the gradients stepped in place, unscaled (GradScaler)
     // Pass 1 of an algorithm with per-tensor sums.
     typename detail::accumulate_workspace_for<valid_ && (num_tensor_sums > 0), Algo, T, num_slots, execution_space, memory_space>::type
         accumulate;
@@ -569,7 +589,7 @@ class ShardedOptimizer {
 
   // ---- the step (detail/optimizer/step.hpp) ---------------------------------------------------------
 
-  void step_after(detail::LocalError err, std::exception_ptr thrown);
+  void step_after(detail::LocalError err, std::exception_ptr thrown, std::optional<float> unscale = {});
   std::vector<std::vector<double>> advanced_scalar_state() const;
   // How step_lane gets its gradients: reduced by it, or already reduced (and averaged) in the
   // gradients' memory by clip_lane, to be multiplied by `scale`.
@@ -585,7 +605,7 @@ class ShardedOptimizer {
   double clip_coefficient(detail::NormPieces& pieces, bool& nonfinite);
   bool nonfinite_anywhere(bool mine);
   template <class T>
-  void reduce_lane(Lane<T>& plan, detail::NormPieces* pieces, detail::NormPieces* check);
+  void reduce_lane(Lane<T>& plan, detail::NormPieces* pieces, detail::NormPieces* check, T unscale);
   std::vector<double> tensor_factors(const std::vector<std::vector<double>>& next, double coef);
   template <class T>
   void accumulate_lane(Lane<T>& plan, const std::vector<std::vector<double>>& next, Clipped<T> clipped, detail::SumPieces& sums,

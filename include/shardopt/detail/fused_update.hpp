@@ -259,9 +259,10 @@ struct CopyTable {
 };
 
 // Runs every copy (or zero-fill) of `table` in one launch, stream-ordered on `exec`; with a
-// `divisor` other than 1, each copied element is divided by it (dst[i] = src[i] / divisor).
+// `divisor` other than 1, each copied element is divided by it (dst[i] = src[i] / divisor), and
+// with a `multiplier` other than 1 then multiplied by it (a gradient averaged, then unscaled).
 template <class T, class ExecSpace, class MemorySpace>
-void copy_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace>& table, T divisor = T(1)) {
+void copy_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace>& table, T divisor = T(1), T multiplier = T(1)) {
   if (table.empty()) return;
   using Run = typename CopyTable<T, ExecSpace, MemorySpace>::Run;
   const Run* runs = table.runs.data();
@@ -275,6 +276,8 @@ void copy_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace>
           const T* SHARDOPT_RESTRICT src = r.src;
           if (src == nullptr)
             for (std::size_t j = b.begin; j < b.end; ++j) dst[j] = T(0);
+          else if (multiplier != T(1))
+            for (std::size_t j = b.begin; j < b.end; ++j) dst[j] = (divisor == T(1) ? src[j] : src[j] / divisor) * multiplier;
           else if (divisor == T(1))
             for (std::size_t j = b.begin; j < b.end; ++j) dst[j] = src[j];
           else
@@ -289,8 +292,38 @@ void copy_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace>
           const Block b = blks[team.league_rank()];
           const Run r = runs[b.segment];
           Kokkos::parallel_for(Kokkos::TeamThreadRange(team, b.begin, b.end), [&](const std::size_t j) {
-            r.dst[j] = r.src ? (divisor == T(1) ? r.src[j] : r.src[j] / divisor) : T(0);
+            T v = r.src ? (divisor == T(1) ? r.src[j] : r.src[j] / divisor) : T(0);
+            if (multiplier != T(1)) v *= multiplier;
+            r.dst[j] = v;
           });
+        });
+  }
+}
+
+// Multiplies every element of the runs of `table` (their dst; src unused) by `factor` in place, in
+// one launch (gradients stepped in place, unscaled).
+template <class T, class ExecSpace, class MemorySpace>
+void scale_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace>& table, T factor) {
+  if (table.empty() || factor == T(1)) return;
+  using Run = typename CopyTable<T, ExecSpace, MemorySpace>::Run;
+  const Run* runs = table.runs.data();
+  const Block* blks = table.blocks.data();
+  if constexpr (host_path<ExecSpace, MemorySpace>) {
+    Kokkos::parallel_for(
+        "shardopt::scale_runs", Kokkos::RangePolicy<ExecSpace>(exec, 0, table.blocks.size()), [=](const std::size_t i) {
+          const Block b = blks[i];
+          T* SHARDOPT_RESTRICT dst = runs[b.segment].dst;
+          for (std::size_t j = b.begin; j < b.end; ++j) dst[j] *= factor;
+        });
+    exec.fence();
+  } else {
+    using Policy = Kokkos::TeamPolicy<ExecSpace>;
+    Kokkos::parallel_for(
+        "shardopt::scale_runs", Policy(exec, static_cast<int>(table.blocks.size()), Kokkos::AUTO),
+        KOKKOS_LAMBDA(const typename Policy::member_type& team) {
+          const Block b = blks[team.league_rank()];
+          T* dst = runs[b.segment].dst;
+          Kokkos::parallel_for(Kokkos::TeamThreadRange(team, b.begin, b.end), [&](const std::size_t j) { dst[j] *= factor; });
         });
   }
 }

@@ -12,7 +12,8 @@ namespace shardopt {
 
 // step() after a closure (whose failure, if any, is `err`, and `thrown` on this rank).
 template <class Algo, class Layout, class Comm, class ExecSpace>
-void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_after(detail::LocalError err, std::exception_ptr thrown) {
+void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_after(detail::LocalError err, std::exception_ptr thrown,
+                                                                  std::optional<float> unscale) {
   // Each stepped parameter's scalar state after this step (committed with the step counts).
   std::vector<std::vector<double>> next(params_.size());
   if (!err) {
@@ -27,13 +28,15 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_after(detail::LocalEr
     }
   }
   try {
-    agree(detail::Op::step, err);
+    // The scale every rank unscales by, compared as bits.
+    agree(detail::Op::step, err, unscale ? "grad scaler inv_scale bits " + std::to_string(std::bit_cast<std::uint32_t>(*unscale)) : "");
   } catch (...) {
     if (thrown) std::rethrow_exception(thrown);  // this rank's own exception, as it was
     throw;
   }
   replan_if_needed();
-  if (!clip_ && num_tensor_sums == 0 && !skip_nonfinite_) {
+  const bool skipping = skip_nonfinite_ || unscale.has_value();
+  if (!clip_ && num_tensor_sums == 0 && !skipping) {
     detail::for_each_lane(lanes_, [&](auto& lane) { step_lane(lane, next, {}, {}); });
   } else {
     // Every gradient reduced first (into the gradients' memory); then the total norm (clipping),
@@ -41,9 +44,12 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_after(detail::LocalEr
     // (per-tensor sums); then the step, from the gradients' memory.
     std::optional<detail::NormPieces> norms, check;
     if (clip_) norms.emplace(detail::NormPieces{detail::NormOrder{clip_->norm_type}, {}, std::vector<double>(params_.size(), 0.0)});
-    if (skip_nonfinite_)
+    if (skipping)
       check.emplace(detail::NormPieces{detail::NormOrder{std::numeric_limits<double>::infinity()}, {}, std::vector<double>(params_.size(), 0.0)});
-    detail::for_each_lane(lanes_, [&](auto& lane) { reduce_lane(lane, norms ? &*norms : nullptr, check ? &*check : nullptr); });
+    detail::for_each_lane(lanes_, [&](auto& lane) {
+      using T = typename std::decay_t<decltype(lane)>::value_type;
+      reduce_lane(lane, norms ? &*norms : nullptr, check ? &*check : nullptr, static_cast<T>(unscale.value_or(1.0f)));
+    });
     // This rank's verdict: the largest |g| of some tensor it steps is not finite (NaN or inf).
     bool nonfinite = check && std::any_of(check->maxima.begin(), check->maxima.end(), [](double m) { return !std::isfinite(m); });
     double coef = 1.0;
@@ -167,7 +173,8 @@ bool ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::nonfinite_anywhere(bool mi
 // the all-reduce, the same bits as another rank steps), the gradients stepped in place all included.
 template <class Algo, class Layout, class Comm, class ExecSpace>
 template <class T>
-void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::reduce_lane(Lane<T>& plan, detail::NormPieces* pieces, detail::NormPieces* check) {
+void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::reduce_lane(Lane<T>& plan, detail::NormPieces* pieces, detail::NormPieces* check,
+                                                                   T unscale) {
   const int p = comm_.size(), me = comm_.rank();
   const bool parted = strategy() == Strategy::partitioned;
   const T divisor = Layout::reduction == Reduction::mean ? static_cast<T>(p) : T(1);
@@ -182,7 +189,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::reduce_lane(Lane<T>& plan,
   // all of this rank's window, or under the all-reduce (every rank holds the same bits of all of
   // it) the rank's P-th of the bucket.
   auto reduced = [&](std::size_t b) {
-    detail::copy_runs(exec_, plan.tables[b].restore, divisor);
+    detail::copy_runs(exec_, plan.tables[b].restore, divisor, unscale);
     if (!pieces && !check) return;
     const auto w = static_cast<std::int64_t>(width(b));
     const std::int64_t lo = parted ? 0 : w * me / p, hi = parted ? w : w * (me + 1) / p;
@@ -234,6 +241,13 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::reduce_lane(Lane<T>& plan,
       runs.push_back(run);
       if (counts) counted.push_back(run);
     }
+  }
+  if (unscale != T(1)) {  // the gradients stepped in place, unscaled in place (torch's unscale_)
+    using Copy = typename detail::CopyTable<T, execution_space, memory_space>::Run;
+    std::vector<Copy> copies;
+    for (const auto& r : runs) copies.push_back({const_cast<T*>(r.data), nullptr, static_cast<std::size_t>(r.end - r.begin)});
+    plan.unscale.assign(exec_, std::move(copies));
+    detail::scale_runs(exec_, plan.unscale, unscale);
   }
   if (pieces) detail::norm_pieces(exec_, counted, plan.norm, *pieces, max_leaves);
   if (check) detail::norm_pieces(exec_, runs, plan.norm, *check, max_leaves);
