@@ -138,6 +138,10 @@ void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0, std:
   Kokkos::View<T**, Kokkos::HostSpace> st_whole("st_whole", 5, 2), st_grad("st_grad", 5, 2);
   sharded.add_param("sharded", st);
   single.add_param("sharded", st_whole, st_grad);
+  auto step_sharded = [&] {
+    if (scaler) sharded.step(*scaler);
+    else sharded.step();
+  };
   for (int k = 1; k <= steps; ++k) {
     const T scale = scaler ? T(scaler->scale()) : T(1), unscale = scaler ? T(scaler->inv_scale()) : T(1);
     for (std::size_t t = 0; t < shapes.size(); ++t) {
@@ -154,7 +158,7 @@ void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0, std:
     if (poison && k == poison->step) {
       if (r == poison->rank % p) {
         if (poison->tensor < shapes.size()) {
-          auto g = rank_gradient<T>(poison->tensor, r, k);
+          auto g = scaled_gradient<T>(poison->tensor, r, k, scale);
           g.at(poison->index) = T(poison->value);
           test::from_host(mine.grad[poison->tensor], g);
         } else {
@@ -164,13 +168,11 @@ void same_bits_as_one_process(int steps = 20, std::size_t bucket_bytes = 0, std:
           test::from_host(s.grad, g);
         }
       }
-      if (scaler) sharded.step(*scaler);
-      else sharded.step();
+      step_sharded();
       BOOST_TEST(sharded.skipped_steps() == 1, "step " << k << " is skipped on rank " << r);
       continue;  // one process never has it
     }
-    if (scaler) sharded.step(*scaler);
-    else sharded.step();
+    step_sharded();
     single.step();
     if (clip) {
       BOOST_TEST(std::bit_cast<std::uint64_t>(sharded.last_grad_norm()) == std::bit_cast<std::uint64_t>(single.last_grad_norm()),

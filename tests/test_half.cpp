@@ -290,6 +290,13 @@ BOOST_AUTO_TEST_CASE(defaults_and_errors) {
   BOOST_TEST((s.state_dict() == so::GradScaler::State{1024.0, 4.0, 0.25, 10, 9}));
   s.update(false);
   BOOST_TEST(s.scale() == 4096.0);
+  // set_scale (torch's update(new_scale)): a finite float32 > 0, or an error that changes nothing.
+  BOOST_CHECK_THROW(s.set_scale(1e39), so::InvalidArgument);
+  BOOST_CHECK_THROW(s.set_scale(-2.0), so::InvalidArgument);
+  BOOST_TEST(s.scale() == 4096.0);
+  s.set_scale(3.0);
+  BOOST_TEST(s.scale() == 3.0);
+  BOOST_TEST(s.inv_scale() == static_cast<float>(1.0 / 3.0));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
