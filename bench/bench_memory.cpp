@@ -3,9 +3,10 @@
 // step takes; run under mpirun, one layout per process (the peak of a process only grows):
 //
 //   mpirun -np 4 bench_memory --layout flat|dp|chunk [--elements N] [--tensors T] [--steps S]
-//                             [--bucket-mib B] [--blocking] [--clip] [--json]
+//                             [--bucket-mib B] [--blocking] [--clip] [--dtype float32|bfloat16] [--json]
 //
-// Parameters and gradients (float32, Adam) are allocated and touched first; the peak resident
+// Parameters and gradients (float32, or bfloat16 with float32 master weights; Adam) are allocated
+// and touched first; the peak resident
 // memory (VmHWM of /proc/self/status) is read then, and again after registration, the first step
 // (which allocates the state) and S more steps. "Added" is the difference, per rank, the largest
 // over the ranks. Registration and the first step are also timed: with many small tensors
@@ -67,19 +68,19 @@ double max_over_ranks(double v) {
   return v;
 }
 
-template <class Layout, class Comm>
+template <class Layout, class Comm, class T>
 Result run(std::size_t elements, int tensors, int steps, double bucket_mib, bool clip) {
   using Opt = shardopt::ShardedOptimizer<shardopt::algo::Adam, Layout, Comm>;
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  std::vector<Kokkos::View<float*>> p, g;
+  std::vector<Kokkos::View<T*>> p, g;
   const std::size_t per = elements / static_cast<std::size_t>(tensors), rest = elements % static_cast<std::size_t>(tensors);
   for (int t = 0; t < tensors; ++t) {
     const std::size_t n = per + (static_cast<std::size_t>(t) < rest ? 1 : 0);
     p.emplace_back("p", n);
     g.emplace_back("g", n);
-    Kokkos::deep_copy(p.back(), 0.5f);
-    Kokkos::deep_copy(g.back(), 0.01f * float(rank + 1));
+    Kokkos::deep_copy(p.back(), T(0.5f));
+    Kokkos::deep_copy(g.back(), T(0.01f * float(rank + 1)));
   }
   Kokkos::fence();
   Comm comm{shardopt::comm::Mpi(MPI_COMM_WORLD)};
@@ -111,7 +112,7 @@ Result run(std::size_t elements, int tensors, int steps, double bucket_mib, bool
   opt.step();  // the norm's workspace
   double clipped = 1e30;
   for (int s = 0; s < steps; ++s) {
-    for (int t = 0; t < tensors; ++t) Kokkos::deep_copy(g[t], 0.01f * float(rank + 1));  // clipping overwrote them
+    for (int t = 0; t < tensors; ++t) Kokkos::deep_copy(g[t], T(0.01f * float(rank + 1)));  // clipping overwrote them
     Kokkos::fence();
     MPI_Barrier(MPI_COMM_WORLD);
     t0 = now();
@@ -133,6 +134,7 @@ int main(int argc, char** argv) {
   double bucket_mib = 0;  // 0: the optimizer's default
   std::string layout = "flat";
   bool json = false, blocking = false, clip = false;
+  std::string dtype = "float32";
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--elements") && i + 1 < argc) elements = std::strtoull(argv[++i], nullptr, 10);
     else if (!std::strcmp(argv[i], "--tensors") && i + 1 < argc) tensors = std::atoi(argv[++i]);
@@ -142,8 +144,11 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--json")) json = true;
     else if (!std::strcmp(argv[i], "--blocking")) blocking = true;
     else if (!std::strcmp(argv[i], "--clip")) clip = true;
+    else if (!std::strcmp(argv[i], "--dtype") && i + 1 < argc && (!std::strcmp(argv[i + 1], "float32") || !std::strcmp(argv[i + 1], "bfloat16")))
+      dtype = argv[++i];
     else {
-      std::fprintf(stderr, "usage: %s --layout flat|dp|chunk [--elements N] [--tensors T] [--steps S] [--bucket-mib B] [--blocking] [--clip] [--json]\n",
+      std::fprintf(stderr, "usage: %s --layout flat|dp|chunk [--elements N] [--tensors T] [--steps S] [--bucket-mib B] [--blocking] [--clip] "
+                   "[--dtype float32|bfloat16] [--json]\n",
                    argv[0]);
       return 2;
     }
@@ -154,11 +159,15 @@ int main(int argc, char** argv) {
   }
   Result r{};
   const char* name = nullptr;
+  auto typed = [&]<class Layout, class T>() {
+    return blocking ? run<Layout, Blocking, T>(elements, tensors, steps, bucket_mib, clip)
+                    : run<Layout, shardopt::comm::Mpi, T>(elements, tensors, steps, bucket_mib, clip);
+  };
   auto with = [&]<class Layout>(const char* n) {
-    r = blocking ? run<Layout, Blocking>(elements, tensors, steps, bucket_mib, clip)
-                 : run<Layout, shardopt::comm::Mpi>(elements, tensors, steps, bucket_mib, clip);
+    r = dtype == "bfloat16" ? typed.template operator()<Layout, shardopt::bfloat16>() : typed.template operator()<Layout, float>();
     name = n;
   };
+  const double param_bytes = dtype == "bfloat16" ? 2.0 : 4.0;
   if (layout == "flat") with.template operator()<shardopt::layout::FlatPartition>("FlatPartition");
   else if (layout == "dp") with.template operator()<shardopt::layout::DataParallel>("DataParallel");
   else if (layout == "chunk") with.template operator()<shardopt::layout::ChunkRows>("ChunkRows");
@@ -172,14 +181,15 @@ int main(int argc, char** argv) {
   const double mib = 1048576.0;
   if (rank == 0) {
     if (json)
-      std::printf("{\"layout\": \"%s\", \"pipelined\": %s, \"ranks\": %d, \"elements\": %zu, \"tensors\": %d, \"added_bytes\": %.0f, "
+      std::printf("{\"layout\": \"%s\", \"dtype\": \"%s\", \"pipelined\": %s, \"ranks\": %d, \"elements\": %zu, \"tensors\": %d, \"added_bytes\": %.0f, "
                   "\"state_bytes\": %.0f, \"register_s\": %.6g, \"first_step_s\": %.6g, \"step_s\": %.6g}\n",
-                  name, blocking ? "false" : "true", size, elements, tensors, r.added, r.state, r.register_s, r.first_step_s, r.step_s);
+                  name, dtype.c_str(), blocking ? "false" : "true", size, elements, tensors, r.added, r.state, r.register_s, r.first_step_s, r.step_s);
     else
-      std::printf("%-13s %-9s P=%d  %zu elements in %d tensors: the optimizer adds %8.1f MiB/rank = state %8.1f MiB + %7.1f MiB "
+      std::printf("%-13s %-8s %-9s P=%d  %zu elements in %d tensors: the optimizer adds %8.1f MiB/rank (%.2f bytes/element x P) = state %8.1f MiB + %7.1f MiB "
                   "(%.2fx the parameters); register %.3f s, first step %.3f s, step %.2f ms\n",
-                  name, blocking ? "blocking" : "pipelined", size, elements, tensors, r.added / mib, r.state / mib, (r.added - r.state) / mib,
-                  (r.added - r.state) / (4.0 * static_cast<double>(elements)), r.register_s, r.first_step_s, 1e3 * r.step_s);
+                  name, dtype.c_str(), blocking ? "blocking" : "pipelined", size, elements, tensors, r.added / mib,
+                  r.added * size / static_cast<double>(elements), r.state / mib, (r.added - r.state) / mib,
+                  (r.added - r.state) / (param_bytes * static_cast<double>(elements)), r.register_s, r.first_step_s, 1e3 * r.step_s);
     if (clip && !json)
       std::printf("  clip_grad_norm: step %.2f ms (%.2fx the unclipped step), adds %.1f MiB/rank more\n", 1e3 * r.clip_step_s,
                   r.clip_step_s / r.step_s, r.clip_added / mib);

@@ -205,22 +205,33 @@ Rates run(const Work& w, typename Algo::Options options, bool json, int reps) {
   }
   const std::size_t n = w.tensors * w.elements;
   const int reads = streams_read<Algo>(), writes = reads - 1;
-  const double bytes_per_element = double(reads + writes) * sizeof(T);
+  // 16-bit parameters: the parameter and the gradient of 2 bytes, the state and the master weights
+  // (one more read and write) of 4. Their ceiling is the float32 kernel with the master's stream
+  // added, compared in bytes per second (it moves 4 bytes where the step moves 2 for p and g).
+  using L = shardopt::detail::compute_t<T>;
+  constexpr bool half = !std::is_same_v<T, L>;
+  const double bytes_per_element = half ? 2.0 * 3 + (reads - 2 + writes - 1) * 4.0 + 8.0 : double(reads + writes) * sizeof(T);
+  const int ceiling_reads = half ? reads + 1 : reads;
+  const double ceiling_bytes = double(2 * ceiling_reads - 1) * sizeof(L);
   const double t_ours = best_time([&] { opt.step(); Kokkos::fence(); }, reps);  // a GPU's step returns in flight
-  const double t_ceiling = contiguous_ceiling<T, Exec>(n, reads, reps);
-  const double t_same = ceiling<T, Exec>(p, g, reads, reps);  // over the optimizer's own arrays
-  const double eps = double(n) / t_ours, ceiling_eps = double(n) / t_ceiling, same_eps = double(n) / t_same;
-  const char* dtype = sizeof(T) == 4 ? "float32" : "float64";
+  const double t_ceiling = contiguous_ceiling<L, Exec>(n, ceiling_reads, reps);
+  double t_same = 0;  // over the optimizer's own arrays (not for 16-bit ones: the kernel computes in T)
+  if constexpr (!half) t_same = ceiling<T, Exec>(p, g, reads, reps);
+  const double eps = double(n) / t_ours, ceiling_eps = double(n) / t_ceiling, same_eps = half ? 0.0 : double(n) / t_same;
+  const double fraction = eps * bytes_per_element / (ceiling_eps * ceiling_bytes);  // of the ceiling's bytes per second
+  const char* dtype = shardopt::detail::ElementType<T>::name.data();
   if (json)
     std::printf("{\"algo\": \"%s\", \"dtype\": \"%s\", \"work\": \"%s\", \"space\": \"%s\", \"threads\": %d, \"tensors\": %zu, \"elements\": %zu, \"bytes_per_element\": %.0f, "
-                "\"seconds\": %.6g, \"elements_per_s\": %.6g, \"ceiling_elements_per_s\": %.6g, \"same_arrays_ceiling_elements_per_s\": %.6g}\n",
-                std::string(Algo::name).c_str(), dtype, w.name, Exec::name(), int(Exec().concurrency()), w.tensors, n, bytes_per_element, t_ours, eps, ceiling_eps, same_eps);
+                "\"seconds\": %.6g, \"elements_per_s\": %.6g, \"ceiling_elements_per_s\": %.6g, \"ceiling_bytes_per_element\": %.0f, "
+                "\"fraction_of_ceiling\": %.4g, \"same_arrays_ceiling_elements_per_s\": %.6g}\n",
+                std::string(Algo::name).c_str(), dtype, w.name, Exec::name(), int(Exec().concurrency()), w.tensors, n, bytes_per_element, t_ours, eps,
+                ceiling_eps, ceiling_bytes, fraction, same_eps);
   else
     std::printf("%-8s %-8s %-6s %6zu x %-9zu %7.3f G el/s %7.2f GB/s   ceiling %7.3f G el/s %7.2f GB/s   %5.1f%%   "
                 "same-arrays ceiling %7.3f G el/s %5.1f%%\n",
                 std::string(Algo::name).c_str(), dtype, w.name, w.tensors, w.elements, eps / 1e9, eps * bytes_per_element / 1e9,
-                ceiling_eps / 1e9, ceiling_eps * bytes_per_element / 1e9, 100.0 * eps / ceiling_eps, same_eps / 1e9,
-                100.0 * eps / same_eps);
+                ceiling_eps / 1e9, ceiling_eps * ceiling_bytes / 1e9, 100.0 * fraction, same_eps / 1e9,
+                half ? 0.0 : 100.0 * eps / same_eps);
   std::fflush(stdout);
   return {eps, ceiling_eps};
 }
@@ -306,6 +317,10 @@ int main(int argc, char** argv) {
     const int reps = w.elements * w.tensors < (1u << 20) ? 200 : 5;
     run_all<float>(w, json, reps);
     run_all<double>(w, json, reps);
+    // 16-bit parameters with float32 master weights and state.
+    run<shardopt::algo::SGD, shardopt::bfloat16>(w, {.lr = 0.01, .momentum = 0.9}, json, reps);
+    run<shardopt::algo::Adam, shardopt::bfloat16>(w, {.lr = 0.001}, json, reps);
+    run<shardopt::algo::Adam, shardopt::float16>(w, {.lr = 0.001}, json, reps);
   }
   return 0;
 }

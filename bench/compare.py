@@ -49,7 +49,9 @@ def main():
     for o in ours:
         key = (o["algo"], o["dtype"], o["work"])
         rate = o["elements_per_s"]
-        line = f"{o['algo']:8} {o['dtype']:8} {o['work']:6} {rate / 1e9:16.3f} {rate * o['bytes_per_element'] / 1e9:7.2f} {100 * rate / o['ceiling_elements_per_s']:9.1f}% {100 * rate / o['same_arrays_ceiling_elements_per_s']:13.1f}%"
+        same = o["same_arrays_ceiling_elements_per_s"]  # 0 for 16-bit parameters (not measured)
+        same_text = f"{100 * rate / same:13.1f}%" if same else f"{'-':>14}"
+        line = f"{o['algo']:8} {o['dtype']:8} {o['work']:6} {rate / 1e9:16.3f} {rate * o['bytes_per_element'] / 1e9:7.2f} {100 * o['fraction_of_ceiling']:9.1f}% {same_text}"
         t = best.get(key)
         if t:
             line += f"   {t['impl']:>24} {t['elements_per_s'] / 1e9:7.3f} {rate / t['elements_per_s']:5.2f}x"

@@ -11,6 +11,13 @@ shapes [5], [2, 3], [2, 1, 2] and the input formulas of scripts/make_golden.py:
   (b) torch -> shardopt: torch steps 1..3 and writes a checkpoint in shardopt's format; the tool
       loads it and steps 4..6; torch continues 4..6; both agree.
 
+16-bit parameters (bfloat16, float16) follow torch's float32-master recipe (see
+scripts/make_mixed_golden.py and docs/numerics.md): torch.optim steps float32 master copies whose
+gradients are the 16-bit ones widened, and the parameters are the masters rounded. shardopt's
+checkpoint holds the masters as state.<param>.master (float32, like the state): (a) torch takes them
+as its master copies and goes on; (b) torch writes its masters there and shardopt goes on. The
+16-bit parameters must be within one 16-bit ulp of torch's and equal in at least 99% of elements.
+
 After step 6 the tool saves again, and that state is compared with torch's too. Save + load must
 lose nothing: the resumed run of (a) gives the bits of an uninterrupted tool run 0..6. Three
 cases are then repeated with the tool at 2 MPI ranks (FlatPartition, ChunkRows): every file they
@@ -62,6 +69,7 @@ except ImportError as exc:  # the ctest registers 77 as "skipped"
 NAMES = ["t0", "t1", "t2"]
 N_STEPS, M_STEPS = 3, 3
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+MIXED_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 ST_DTYPE = {torch.float32: "F32", torch.float64: "F64"}
 
 # shardopt's option names of each algorithm, in its order (Adam/AdamW: torch's betas split).
@@ -96,6 +104,9 @@ CASES = [
 # Repeated with the tool on 2 ranks: (case index, dtype, layout)
 MPI_CASES = [(4, "float32", "FlatPartition"), (8, "float64", "FlatPartition"), (0, "float32", "ChunkRows"),
              (10, "float32", "ChunkRows")]
+# 16-bit parameters, float32 masters: (case index, dtype, layout, ranks)
+MIXED_CASES = [(0, "bfloat16", None, 1), (4, "bfloat16", None, 1), (6, "float16", None, 1), (8, "float16", None, 1),
+               (3, "bfloat16", None, 1), (4, "float16", "FlatPartition", 2), (8, "bfloat16", "ChunkRows", 2)]
 
 
 class Failure(Exception):
@@ -161,9 +172,10 @@ def torch_steps(opt, params, first, last, dtype):
 
 # ---- checkpoints --------------------------------------------------------------------------------
 
-def read_checkpoint(path, algo, options, dtype):
+def read_checkpoint(path, algo, options, dtype, extra_slots=frozenset()):
     """Reads and checks a shardopt checkpoint; returns ({name: step}, {name: {slot: tensor}}), the
-    scalar state among the slots as float64 0-d tensors."""
+    scalar state among the slots as float64 0-d tensors; `extra_slots` (16-bit parameters: master)
+    beside the algorithm's."""
     problems = []
     with safe_open(path, framework="pt") as f:
         meta = f.metadata() or {}
@@ -193,7 +205,7 @@ def read_checkpoint(path, algo, options, dtype):
                 elif k in got and got[k] != v:
                     problems.append("option %s is %r, not %r" % (k, got[k], v))
     steps, slots = {}, {}
-    want = expected_slots(algo, options)
+    want = expected_slots(algo, options) | set(extra_slots)
     for t, name in enumerate(NAMES):
         key = "state.%s.step" % name
         s = tensors.get(key)
@@ -231,11 +243,14 @@ def read_checkpoint(path, algo, options, dtype):
     return steps, slots
 
 
-def write_checkpoint(path, algo, opt, params):
-    """Writes torch optimizer `opt`'s state in shardopt's checkpoint format."""
+def write_checkpoint(path, algo, opt, params, masters=False):
+    """Writes torch optimizer `opt`'s state in shardopt's checkpoint format; with `masters`, its
+    parameters (float32 masters of 16-bit ones) as slot master."""
     group = opt.param_groups[0]
     tensors = {}
     for name, p in zip(NAMES, params):
+        if masters:
+            tensors["state.%s.master" % name] = p.detach().contiguous().clone()
         state = opt.state[p]
         for slot, v in state.items():
             if slot != "step" and torch.is_tensor(v):
@@ -309,6 +324,22 @@ class Tally:
             ok = (u <= 8 or abs(a - b) <= 4 * eps) if dtype == torch.float32 else rel <= 1e-12
             if not ok:
                 self.errors.append("%s element %d: shardopt %r, torch %r (%s ulps, rel %.3g)" % (what, i, a, b, u, rel))
+
+    def compare16(self, what, ours, ref):
+        """16-bit values: within one ulp (sign and magnitude), the unequal ones counted."""
+        def key(u):
+            return -(u & 0x7FFF) if u < 0 else u
+        self.unequal16 = getattr(self, "unequal16", 0)
+        self.compared16 = getattr(self, "compared16", 0)
+        for i, (a, b) in enumerate(zip(ours.reshape(-1).view(torch.int16).tolist(), ref.reshape(-1).view(torch.int16).tolist())):
+            self.compared += 1
+            self.compared16 += 1
+            if a == b:
+                continue
+            self.unequal16 += 1
+            if abs(key(a) - key(b)) > 1:
+                self.errors.append("%s element %d: shardopt %r, torch %r (more than one 16-bit ulp)" % (
+                    what, i, ours.reshape(-1)[i].item(), ref.reshape(-1)[i].item()))
 
     def exact(self, what, ours, ref):
         if ours != ref:
@@ -463,6 +494,76 @@ def run_case(tool, workdir, algo, torch_opts, dtype_name, layout=None, ranks=1, 
     return ta, tb
 
 
+def recipe_steps(opt, params, masters, first, last, dtype):
+    """torch's float32-master recipe: the masters' gradients the 16-bit ones widened, the
+    parameters the stepped masters rounded."""
+    with torch.no_grad():
+        for k in range(first, last + 1):
+            for t, m in enumerate(masters):
+                m.grad = gradient(k, t, torch.float32).to(dtype).float()
+            opt.step()
+            for p, m in zip(params, masters):
+                p.copy_(m.to(dtype))
+
+
+def run_mixed_case(tool, workdir, algo, torch_opts, dtype_name, layout=None, ranks=1):
+    """(a) and (b) for 16-bit parameters against torch's float32-master recipe."""
+    dtype = MIXED_DTYPES[dtype_name]
+    ta, tb = Tally(), Tally()
+    f = lambda name: os.path.join(workdir, name)  # noqa: E731
+    last = N_STEPS + M_STEPS
+    master = frozenset({"master"})
+
+    def split(slots):  # the masters apart from the algorithm's slots
+        return {n: s.pop("master") for n, s in slots.items()}, slots
+
+    ref = [initial_param(t, torch.float32).to(dtype) for t in range(len(SHAPES))]
+    ref_m = [p.float().requires_grad_(True) for p in ref]
+    ref_opt = new_torch_optimizer(algo, ref_m, torch_opts)
+    options = shardopt_options(algo, ref_opt.param_groups[0])
+    recipe_steps(ref_opt, ref, ref_m, 1, N_STEPS, dtype)
+    write_checkpoint(f("ck_torch.safetensors"), algo, ref_opt, ref_m, masters=True)
+    write_params(f("p3_torch.safetensors"), ref)
+    ref3 = [p.clone() for p in ref]
+
+    # (a) shardopt steps 1..3 and saves: torch's masters, state and 16-bit parameters after 1..3.
+    tool.run(algo, dtype_name, options, 0, N_STEPS, f("p3.safetensors"), save=f("ck.safetensors"), layout=layout, ranks=ranks)
+    steps_a, slots_a = read_checkpoint(f("ck.safetensors"), algo, options, torch.float32, master)
+    masters_a, slots_a = split(slots_a)
+    p3 = read_params(f("p3.safetensors"), dtype)
+    for t, name in enumerate(NAMES):
+        ta.compare16("(a) parameter %s after step %d" % (name, N_STEPS), p3[t], ref3[t])
+        ta.compare("(a) master of %s after step %d" % (name, N_STEPS), masters_a[name], ref_m[t].detach())
+    ta.compare_state("(a) checkpoint after step %d" % N_STEPS, steps_a, slots_a, ref_opt, ref_m, N_STEPS)
+    recipe_steps(ref_opt, ref, ref_m, N_STEPS + 1, last, dtype)  # torch's own 4..6
+
+    # (a) torch takes shardopt's masters and state and steps 4..6; shardopt loads and steps 4..6.
+    pa = [p.clone() for p in p3]
+    ma = [masters_a[n].clone().requires_grad_(True) for n in NAMES]
+    opt_a = new_torch_optimizer(algo, ma, torch_opts)
+    load_into_torch(opt_a, ma, steps_a, slots_a, algo)
+    recipe_steps(opt_a, pa, ma, N_STEPS + 1, last, dtype)
+    def resume(tally, part, load, params_in, out, params, masters, opt):
+        """shardopt loads `load`, steps 4..6 from `params_in`; compared with torch's run."""
+        tool.run(algo, dtype_name, options, N_STEPS, last, f("p6%s.safetensors" % out), load=f(load),
+                 params_in=f(params_in), save=f("ck6%s.safetensors" % out), layout=layout, ranks=ranks)
+        p6 = read_params(f("p6%s.safetensors" % out), dtype)
+        steps6, slots6 = read_checkpoint(f("ck6%s.safetensors" % out), algo, options, torch.float32, master)
+        masters6, slots6 = split(slots6)
+        for t, name in enumerate(NAMES):
+            tally.compare16("(%s) parameter %s after step %d" % (part, name, last), p6[t], params[t])
+            tally.compare("(%s) master of %s after step %d" % (part, name, last), masters6[name], masters[t].detach())
+        tally.compare_state("(%s) state after step %d" % (part, last), steps6, slots6, opt, masters, last)
+
+    resume(ta, "a", "ck.safetensors", "p3.safetensors", "", pa, ma, opt_a)
+    # (b) shardopt loads torch's masters and state and steps 4..6; torch went on from its own.
+    resume(tb, "b", "ck_torch.safetensors", "p3_torch.safetensors", "_from_torch", ref, ref_m, ref_opt)
+    for t in (ta, tb):
+        if getattr(t, "unequal16", 0) * 100 > getattr(t, "compared16", 0):
+            t.errors.append("%d of %d 16-bit parameters differ from torch's (more than 1%%)" % (t.unequal16, t.compared16))
+    return ta, tb
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tool", required=True, help="the shardopt_checkpoint_tool executable")
@@ -486,6 +587,7 @@ def main():
         runs += [(c, d, layout, 2) for c, d, layout in MPI_CASES]
     else:
         print("torch_interop: no mpiexec: the 2-rank cases are skipped")
+    runs += [(c, d, layout, ranks) for c, d, layout, ranks in MIXED_CASES if ranks == 1 or mpiexec]
     failed = 0
     for c, dtype_name, layout, ranks in runs:
         algo, torch_opts = CASES[c]
@@ -497,7 +599,10 @@ def main():
         os.makedirs(workdir, exist_ok=True)
         single = os.path.join(args.workdir, "%02d_%s" % (c, dtype_name)) if ranks > 1 else None
         try:
-            tallies = run_case(tool, workdir, algo, torch_opts, dtype_name, layout, ranks, single)
+            if dtype_name in MIXED_DTYPES:
+                tallies = run_mixed_case(tool, workdir, algo, torch_opts, dtype_name, layout, ranks)
+            else:
+                tallies = run_case(tool, workdir, algo, torch_opts, dtype_name, layout, ranks, single)
         except ToolError as exc:
             print("FAIL %s: the tool failed: %s" % (label, exc))
             failed += 1

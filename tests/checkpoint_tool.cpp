@@ -2,12 +2,13 @@
 // checkpoint_tool: steps shardopt on the parameters of scripts/make_golden.py, loading and saving
 // checkpoints; scripts/torch_interop.py drives it to check that checkpoints interoperate with torch.
 //
-//   checkpoint_tool run --algo SGD|Adagrad|Adam|AdamW|RMSprop|NAdam --dtype float32|float64
+//   checkpoint_tool run --algo SGD|Adagrad|Adam|AdamW|RMSprop|NAdam --dtype float32|float64|bfloat16|float16
 //                       --options k=v,k=v,... --from A --to B --params-out FILE
 //                       [--load CKPT] [--params-in FILE] [--save CKPT]
 //                       [--layout Replicated|DataParallel|FlatPartition|ChunkRows]
 //
-// Parameters t0, t1, t2 of shapes [5], [2, 3], [2, 1, 2] start at test::initial_value(t, i) or
+// Parameters t0, t1, t2 of shapes [5], [2, 3], [2, 1, 2] (16-bit ones with float32 master weights,
+// the values and gradients rounded to float32 first) start at test::initial_value(t, i) or
 // the tensors of --params-in (safetensors). Then: opt.load(CKPT) if --load; steps k = A+1..B with
 // gradients test::gradient_value(t, i, k) on every rank; opt.save(CKPT) if --save; rank 0
 // writes the parameters to --params-out (safetensors, tensors t0, t1, t2). Options are
@@ -44,7 +45,7 @@ Comm make_comm() { return Comm{}; }
 #endif
 
 constexpr const char* usage =
-    "usage: checkpoint_tool run --algo SGD|Adagrad|Adam|AdamW|RMSprop|NAdam --dtype float32|float64\n"
+    "usage: checkpoint_tool run --algo SGD|Adagrad|Adam|AdamW|RMSprop|NAdam --dtype float32|float64|bfloat16|float16\n"
     "                           --options k=v,k=v,... --from A --to B --params-out FILE\n"
     "                           [--load CKPT] [--params-in FILE] [--save CKPT]\n"
     "                           [--layout Replicated|DataParallel|FlatPartition|ChunkRows]\n";
@@ -123,7 +124,8 @@ Args parse_args(int argc, char** argv) {
     else throw UsageError("unknown argument '" + flag + "'");
   }
   if (a.algo.empty()) throw UsageError("--algo is required");
-  if (a.dtype != "float32" && a.dtype != "float64") throw UsageError("--dtype must be float32 or float64, not '" + a.dtype + "'");
+  if (a.dtype != "float32" && a.dtype != "float64" && a.dtype != "bfloat16" && a.dtype != "float16")
+    throw UsageError("--dtype must be float32, float64, bfloat16 or float16, not '" + a.dtype + "'");
   if (!have_options) throw UsageError("--options is required (it may be empty: --options '')");
   if (a.from < 0 || a.to < 0) throw UsageError("--from and --to are required");
   if (a.to < a.from) throw UsageError("--to " + std::to_string(a.to) + " is before --from " + std::to_string(a.from));
@@ -141,7 +143,7 @@ std::int64_t numel(std::size_t t) {
 
 template <class T>
 const char* st_dtype() {
-  return sizeof(T) == 4 ? "F32" : "F64";
+  return shardopt::detail::ElementType<T>::file.data();
 }
 
 template <class T>
@@ -227,7 +229,11 @@ void run(const Args& a, const typename Algo::Options& options) {
   auto by_formula = [](auto value) {
     std::vector<std::vector<T>> v(3);
     for (std::size_t t = 0; t < 3; ++t)
-      for (std::int64_t i = 0; i < numel(t); ++i) v[t].push_back(static_cast<T>(value(static_cast<std::int64_t>(t), i)));
+      for (std::int64_t i = 0; i < numel(t); ++i) {
+        const double x = value(static_cast<std::int64_t>(t), i);
+        if constexpr (sizeof(T) == 2) v[t].push_back(T(static_cast<float>(x)));  // through float32, as the golden recipe
+        else v[t].push_back(static_cast<T>(x));
+      }
     return v;
   };
 
@@ -269,7 +275,9 @@ void with_layout(const Args& a) {
     }
   }
   if (a.dtype == "float32") run<Algo, Layout, float>(a, o);
-  else run<Algo, Layout, double>(a, o);
+  else if (a.dtype == "float64") run<Algo, Layout, double>(a, o);
+  else if (a.dtype == "bfloat16") run<Algo, Layout, shardopt::bfloat16>(a, o);
+  else run<Algo, Layout, shardopt::float16>(a, o);
 }
 
 template <class Algo>

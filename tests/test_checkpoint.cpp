@@ -9,6 +9,7 @@
 
 #include <sys/resource.h>
 
+#include <bit>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -79,6 +80,15 @@ std::string read_file(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+// The parameters a, b, c and the shards of e of model `from` into model `to`.
+template <class To, class From>
+void copy_params(To& to, const From& from) {
+  Kokkos::deep_copy(to.a, from.a);
+  Kokkos::deep_copy(to.b, from.b);
+  Kokkos::deep_copy(to.c, from.c);
+  for (std::size_t i = 0; i < to.e.local_shards().size(); ++i) Kokkos::deep_copy(to.e.local_shards()[i].value, from.e.local_shards()[i].value);
+}
+
 // A model of whole tensors in float and double and one row-sharded tensor, with per-rank gradients,
 // on `Device` (execution space, or Kokkos::Device) with communicator `C`.
 template <class Layout, class Algo = so::algo::Adam, class Device = Kokkos::DefaultExecutionSpace, class C = Mpi>
@@ -123,10 +133,7 @@ struct Model {
   // The parameters travel separately from the optimizer state, as in any training code.
   template <class Other>
   void copy_params_from(const Other& o) {
-    Kokkos::deep_copy(a, o.a);
-    Kokkos::deep_copy(b, o.b);
-    Kokkos::deep_copy(c, o.c);
-    for (std::size_t i = 0; i < e.local_shards().size(); ++i) Kokkos::deep_copy(e.local_shards()[i].value, o.e.local_shards()[i].value);
+    copy_params(*this, o);
   }
   template <class T>
   static std::vector<T> grads(int t, std::size_t n, int k, std::int64_t offset = 0) {
@@ -656,6 +663,112 @@ BOOST_AUTO_TEST_CASE(a_write_failure_on_any_rank_fails_the_save_everywhere_and_k
     }
   });
   BOOST_TEST_MESSAGE("fault injection: " << failed_saves << " failed saves on rank " << world_rank());
+}
+
+// A model of 16-bit parameters (bfloat16 and float16 views, a row-sharded bfloat16 tensor) beside a
+// float32 one, under `Layout`: float32 master weights in slot `master`, sharded like the state.
+template <class Layout>
+struct Model16 {
+  using Opt = so::ShardedOptimizer<so::algo::Adam, Layout, Mpi>;
+  Mpi comm;
+  Kokkos::View<so::bfloat16**> a{"a", 7, 3}, ga{"ga", 7, 3};
+  Kokkos::View<so::float16*> b{"b", 5}, gb{"gb", 5};
+  Kokkos::View<float*> c{"c", 4}, gc{"gc", 4};
+  so::ShardedTensor<so::bfloat16> e;
+  std::unique_ptr<Opt> opt;
+  explicit Model16(MPI_Comm mc) : comm(mc), e(so::ShardedTensor<so::bfloat16>::chunk(comm, {6, 4}, 0)) {
+    test::from_host(a, values<so::bfloat16>(0, a.size(), [](std::int64_t i) { return test::initial_value(0, i); }));
+    test::from_host(b, values<so::float16>(1, b.size(), [](std::int64_t i) { return test::initial_value(1, i); }));
+    test::from_host(c, values<float>(2, c.size(), [](std::int64_t i) { return test::initial_value(2, i); }));
+    for (auto& s : e.local_shards())
+      test::from_host(s.value, values<so::bfloat16>(3, s.value.size(), [&](std::int64_t i) { return test::initial_value(3, s.metadata.offsets[0] * 4 + i); }));
+    opt = std::make_unique<Opt>(comm, typename so::algo::Adam::Options{.lr = 0.05, .weight_decay = 0.1});
+    opt->add_param("a", a, ga);
+    opt->add_param("b", b, gb);
+    opt->add_param("c", c, gc);
+    opt->add_param("emb", e);
+  }
+  template <class T, class F>
+  static std::vector<T> values(int, std::size_t n, F&& f) {
+    std::vector<T> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = T(static_cast<float>(f(static_cast<std::int64_t>(i))));
+    return v;
+  }
+  void step(int k) {
+    const int r = comm.rank();
+    test::from_host(ga, values<so::bfloat16>(0, ga.size(), [&](std::int64_t i) { return test::gradient_value(7 * r, i, k); }));
+    test::from_host(gb, values<so::float16>(1, gb.size(), [&](std::int64_t i) { return test::gradient_value(1 + 7 * r, i, k); }));
+    test::from_host(gc, values<float>(2, gc.size(), [&](std::int64_t i) { return test::gradient_value(2 + 7 * r, i, k); }));
+    for (auto& s : e.local_shards())
+      test::from_host(s.grad, values<so::bfloat16>(3, s.grad.size(), [&](std::int64_t i) { return test::gradient_value(3, s.metadata.offsets[0] * 4 + i, k); }));
+    opt->step();
+  }
+  template <class Other>
+  void copy_params_from(const Other& o) {
+    copy_params(*this, o);
+  }
+  // The 16-bit parameters' bits (and the float32 one's values as bits), for bitwise comparisons.
+  std::vector<std::uint32_t> bits() const {
+    std::vector<std::uint32_t> out;
+    for (const auto& x : test::to_host<so::bfloat16>(a)) out.push_back(x.bits());
+    for (const auto& x : test::to_host<so::float16>(b)) out.push_back(x.bits());
+    for (const auto& x : test::to_host<float>(c)) out.push_back(std::bit_cast<std::uint32_t>(x));
+    for (const auto& s : e.local_shards())
+      for (const auto& x : test::to_host<so::bfloat16>(s.value)) out.push_back(x.bits());
+    return out;
+  }
+};
+
+// 16-bit parameters: the state dict and the checkpoint hold their float32 master weights as slot
+// `master` (float32 parameters have none), they reshard with the state, and a run resumed from a
+// file under another layout continues with the bits of one that never stopped. A state without
+// masters (e.g. from a float32 run) starts them from the parameters; masters for a float32
+// parameter are an error.
+BOOST_AUTO_TEST_CASE(sixteen_bit_master_weights_travel_with_the_state) {
+  TempDir dir;
+  Model16<layout::FlatPartition> straight(MPI_COMM_WORLD), first(MPI_COMM_WORLD);
+  for (int k = 1; k <= 5; ++k) straight.step(k);
+  for (int k = 1; k <= 2; ++k) first.step(k);
+  const auto full = first.opt->full_state_dict();
+  BOOST_TEST(full.state.at("a").dtype == "bfloat16");
+  for (const char* name : {"a", "b", "emb"}) BOOST_TEST(full.state.at(name).slots.count("master") == 1u, name);
+  BOOST_TEST(full.state.at("c").slots.count("master") == 0u);
+  // The masters rounded are the parameters.
+  const auto master_a = first.opt->gathered_state<float>("a", "master");
+  const auto a = test::to_host<so::bfloat16>(first.a);
+  BOOST_REQUIRE(master_a.size() == a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) BOOST_TEST(so::bfloat16(master_a[i]).bits() == a[i].bits());
+  first.opt->save(dir.path + "/m.safetensors");
+
+  Model16<layout::ChunkRows> second(MPI_COMM_WORLD);
+  second.copy_params_from(first);
+  second.opt->load(dir.path + "/m.safetensors");
+  check_same(full, second.opt->full_state_dict(), "loaded from the file under ChunkRows");
+  for (int k = 3; k <= 5; ++k) second.step(k);
+  BOOST_TEST(second.bits() == straight.bits(), boost::test_tools::per_element());
+  check_same(straight.opt->full_state_dict(), second.opt->full_state_dict(), "resumed under ChunkRows");
+
+  // From local state dicts too, under DataParallel.
+  Model16<layout::DataParallel> third(MPI_COMM_WORLD);
+  third.copy_params_from(first);
+  third.opt->load_state_dict(first.opt->state_dict());
+  for (int k = 3; k <= 5; ++k) third.step(k);
+  BOOST_TEST(third.bits() == straight.bits(), boost::test_tools::per_element());
+
+  // Without masters: started from the parameters at the next step.
+  auto no_masters = full;
+  for (auto& [name, ps] : no_masters.state) ps.slots.erase("master");
+  Model16<layout::FlatPartition> fourth(MPI_COMM_WORLD);
+  fourth.copy_params_from(first);
+  fourth.opt->load_state_dict(no_masters);
+  BOOST_TEST(fourth.opt->gathered_state<float>("a", "master").empty());
+  fourth.step(3);
+  BOOST_TEST(fourth.opt->gathered_state<float>("a", "master").size() == 21u);
+
+  // Masters for the float32 parameter: rejected, naming it, nothing changed.
+  auto wrong = full;
+  wrong.state.at("c").slots["master"] = wrong.state.at("c").slots.at("exp_avg");
+  expect_rejected(*first.opt, wrong, {"parameter 'c': the state has master weights (slot master) but the parameter is float32"}, full);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -154,6 +154,23 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(grad_scaler, L, BucketLayouts) {
   same_bits_as_one_process<so::algo::LAMB, L>(4, 0, {}, {}, odd);
 }
 
+// 16-bit parameters (bfloat16, float16) with float32 master weights sharded like the state and
+// gradients reduced in float32: the masters are the bits of one process stepping float32
+// parameters (the widened values and gradients), the parameters those rounded, under every layout
+// and every algorithm, with buckets that cut tensors, clipping, a skipped step, a GradScaler
+// (unscaled in float32: no 16-bit underflow) and per-tensor sums (LAMB).
+BOOST_AUTO_TEST_CASE_TEMPLATE(sixteen_bit_parameters, L, BucketLayouts) {
+  const double inf = std::numeric_limits<double>::infinity();
+  same_bits_as_one_process<so::algo::Adam, L, so::bfloat16>(5);
+  same_bits_as_one_process<so::algo::SGD, L, so::float16>(4, 7 * sizeof(float));
+  same_bits_as_one_process<so::algo::Adagrad, L, so::bfloat16>(3, 3 * sizeof(float));
+  same_bits_as_one_process<so::algo::RMSprop, L, so::float16>(3);
+  same_bits_as_one_process<so::algo::AdamW, L, so::bfloat16>(4, 0, so::ClipGradNorm{0.8, 2.0});
+  same_bits_as_one_process<so::algo::Adam, L, so::float16>(4, 3 * sizeof(float), {}, NonFinite{2, 1, 0, 4, inf});
+  same_bits_as_one_process<so::algo::Adam, L, so::float16>(5, 0, {}, {}, so::GradScaler({.init_scale = 1024.0, .growth_interval = 2}));
+  same_bits_as_one_process<so::algo::LAMB, L, so::bfloat16>(3, 7 * sizeof(float));
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 #if SHARDOPT_TEST_DEVICE_LIKE

@@ -171,7 +171,7 @@ BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(engine_parts)
 
-BOOST_AUTO_TEST_CASE(every_element_type_has_one_lane_its_name_and_file_code) {
+BOOST_AUTO_TEST_CASE(every_element_type_has_a_lane_a_name_and_a_file_code) {
   std::vector<std::string> names, codes;
   std::size_t bytes = 0;
   for (std::size_t i = 0; i < detail::num_element_types; ++i) {
@@ -181,9 +181,15 @@ BOOST_AUTO_TEST_CASE(every_element_type_has_one_lane_its_name_and_file_code) {
     BOOST_TEST((detail::dtype_of_file(codes.back()) == d));
     detail::visit_dtype(d, [&](auto t) { bytes += sizeof(typename decltype(t)::type); });
   }
-  BOOST_TEST(names == (std::vector<std::string>{"float32", "float64"}), boost::test_tools::per_element());
-  BOOST_TEST(codes == (std::vector<std::string>{"F32", "F64"}), boost::test_tools::per_element());
-  BOOST_TEST(bytes == 12u);
+  BOOST_TEST(names == (std::vector<std::string>{"float32", "float64", "bfloat16", "float16"}), boost::test_tools::per_element());
+  BOOST_TEST(codes == (std::vector<std::string>{"F32", "F64", "BF16", "F16"}), boost::test_tools::per_element());
+  BOOST_TEST(bytes == 16u);
+  // The 16-bit types are stepped in the float32 lane, with master weights; the others in their own.
+  const auto f32 = detail::dtype_of<float>(), f64 = detail::dtype_of<double>();
+  const auto bf16 = detail::dtype_of<shardopt::bfloat16>(), f16 = detail::dtype_of<shardopt::float16>();
+  BOOST_TEST((detail::lane_dtype(f32) == f32 && detail::lane_dtype(f64) == f64 && detail::lane_dtype(bf16) == f32 && detail::lane_dtype(f16) == f32));
+  BOOST_TEST((detail::storage_of(f32) == detail::Storage::lane && detail::storage_of(f64) == detail::Storage::lane));
+  BOOST_TEST((detail::storage_of(bf16) == detail::Storage::bfloat16 && detail::storage_of(f16) == detail::Storage::float16));
   BOOST_TEST((detail::dtype_of<float>() == static_cast<detail::Dtype>(0) && detail::dtype_of<double>() == static_cast<detail::Dtype>(1)));
   BOOST_TEST(!detail::dtype_of_file("I64").has_value());
   static_assert(!detail::is_element_type<int> && detail::is_element_type<double>);

@@ -35,20 +35,20 @@ namespace detail {
 
 // __builtin_memcpy, not std::memcpy: HIP's clang has std::memcpy host-only (nvcc, g++ and clang
 // take the builtin anywhere). C++20's std::bit_cast is not device code under every toolchain.
-KOKKOS_INLINE_FUNCTION std::uint32_t bits_of(float f) {
+KOKKOS_FORCEINLINE_FUNCTION std::uint32_t bits_of(float f) {
   std::uint32_t u;
   __builtin_memcpy(&u, &f, sizeof u);
   return u;
 }
 
-KOKKOS_INLINE_FUNCTION float float_of(std::uint32_t u) {
+KOKKOS_FORCEINLINE_FUNCTION float float_of(std::uint32_t u) {
   float f;
   __builtin_memcpy(&f, &u, sizeof f);
   return f;
 }
 
 /// float32 -> bfloat16 bits: round to nearest even; any NaN -> 0x7fc0 (torch's c10::BFloat16).
-KOKKOS_INLINE_FUNCTION std::uint16_t bfloat16_bits(float f) {
+KOKKOS_FORCEINLINE_FUNCTION std::uint16_t bfloat16_bits(float f) {
   const std::uint32_t u = bits_of(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
   // Adding 0x7fff plus the lowest kept bit rounds to nearest even; a carry out of the mantissa
@@ -57,14 +57,14 @@ KOKKOS_INLINE_FUNCTION std::uint16_t bfloat16_bits(float f) {
 }
 
 /// bfloat16 bits -> float32: exact (the top half of the float32 pattern).
-KOKKOS_INLINE_FUNCTION float float_from_bfloat16_bits(std::uint16_t b) {
+KOKKOS_FORCEINLINE_FUNCTION float float_from_bfloat16_bits(std::uint16_t b) {
   return float_of(static_cast<std::uint32_t>(b) << 16);
 }
 
 /// float32 -> float16 bits (IEEE binary16): round to nearest even, overflow to infinity, float16
 /// subnormals rounded like the rest; a NaN keeps its sign and the top 9 bits of its payload and
 /// becomes quiet.
-KOKKOS_INLINE_FUNCTION std::uint16_t float16_bits(float f) {
+KOKKOS_FORCEINLINE_FUNCTION std::uint16_t float16_bits(float f) {
   const std::uint32_t u = bits_of(f);
   const auto sign = static_cast<std::uint16_t>((u >> 16) & 0x8000u);
   const std::uint32_t a = u & 0x7fffffffu;
@@ -87,7 +87,7 @@ KOKKOS_INLINE_FUNCTION std::uint16_t float16_bits(float f) {
 }
 
 /// float16 bits -> float32: exact; a NaN becomes the quiet NaN with the same sign and payload.
-KOKKOS_INLINE_FUNCTION float float_from_float16_bits(std::uint16_t h) {
+KOKKOS_FORCEINLINE_FUNCTION float float_from_float16_bits(std::uint16_t h) {
   const std::uint32_t sign = (static_cast<std::uint32_t>(h) & 0x8000u) << 16;
   std::int32_t exponent = (h >> 10) & 0x1f;
   std::uint32_t mantissa = h & 0x3ffu;

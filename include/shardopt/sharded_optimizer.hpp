@@ -107,6 +107,18 @@ class ShardedOptimizer {
   using options_type = typename detail::safe_algorithm_traits<Algo>::options_type;  ///< the algorithm's options
   /// Number of state slots of the algorithm.
   static constexpr std::size_t num_slots = detail::safe_algorithm_traits<Algo>::num_slots;
+  /// Index of the `master` slot: the float32 master weights of 16-bit parameters (bfloat16,
+  /// float16), after the algorithm's slots, sharded like them. Other parameters have none.
+  static constexpr std::size_t master_slot = num_slots;
+  /// Number of slots a parameter may have: the algorithm's and `master`.
+  static constexpr std::size_t all_slots = num_slots + 1;
+  /// The name of slot k: the algorithm's `slot_names[k]`, or "master".
+  static constexpr std::string_view slot_name(std::size_t k) noexcept {
+    if constexpr (num_slots > 0) {
+      if (k < num_slots) return Algo::slot_names[k];
+    }
+    return "master";
+  }
   /// Number of per-tensor scalar states of the algorithm (`Algo::scalar_state_names`; 0 without).
   static constexpr std::size_t num_scalar_states = detail::safe_algorithm_traits<Algo>::num_scalar_states;
   /// Number of per-tensor sums of the algorithm (`Algo::tensor_sum_names`; 0 for elementwise ones).
@@ -162,9 +174,11 @@ class ShardedOptimizer {
 
   /// @brief Registers the whole tensor `param` with gradient `grad` under `name`, in group `group`.
   ///
-  /// Both are Kokkos views of rank 1 to 4 of float or double, of the same type and shape,
-  /// contiguous, in memory the execution space can access. The optimizer keeps the views (and so
-  /// the allocations) and updates `param` in place. The gradient starts present.
+  /// Both are Kokkos views of rank 1 to 4 of float, double, shardopt::bfloat16 or shardopt::float16,
+  /// of the same type and shape, contiguous, in memory the execution space can access. The optimizer
+  /// keeps the views (and so the allocations) and updates `param` in place. The gradient starts
+  /// present. 16-bit parameters are stepped through float32 master weights (slot `master`, sharded
+  /// like the state, started from the parameter at its first step) and written back rounded.
   /// @throws InvalidArgument naming the parameter if the name is taken or empty, the group is
   ///         unknown, the shapes differ, a view is not contiguous or the gradient aliases the parameter.
   template <class PView, class GView>
@@ -474,7 +488,7 @@ class ShardedOptimizer {
  private:
   // ---- the lanes: one per element type (detail/lanes.hpp) -----------------------------------------
 
-  using Param = detail::Param<num_slots>;
+  using Param = detail::Param<all_slots>;
   using StateRun = detail::StateRun;
 
   // The device tables of one bucket: gradients in, the other ranks' parameters out, this rank's
@@ -499,11 +513,16 @@ class ShardedOptimizer {
     std::size_t depth = 1;
     std::vector<BucketTables<T>> tables;  // per bucket
     typename detail::fused_workspace_for<valid_, Algo, T, num_slots, execution_space, memory_space>::type local;  // runs in place
-    std::array<Kokkos::View<T*, memory_space>, num_slots> state;
-    std::array<Kokkos::View<T*, memory_space>, num_slots> loading;  // commit_loaded's new state, until every lane has it
+    std::array<Kokkos::View<T*, memory_space>, all_slots> state;  // the algorithm's slots, then the master weights
+    std::array<Kokkos::View<T*, memory_space>, all_slots> loading;  // commit_loaded's new state, until every lane has it
     detail::CopyTable<T, execution_space, memory_space> zero;     // every gradient of this type, zero-filled by zero_grad
     detail::NormWorkspace<T, execution_space, memory_space> norm;  // the gradient norms' leaves (clipping)
     detail::CopyTable<T, execution_space, memory_space> unscale;  // the gradients stepped in place, unscaled (GradScaler)
+    // With the reduction first (clipping, skip_nonfinite, a GradScaler, per-tensor sums), the
+    // reduced gradients of 16-bit parameters in float32, laid out like the state (allocated at the
+    // first such step), and the table that widens those stepped in place into it.
+    Kokkos::View<T*, memory_space> grad32;
+    detail::CopyTable<T, execution_space, memory_space> widen;
     // Pass 1 of an algorithm with per-tensor sums.
     typename detail::accumulate_workspace_for<valid_ && (num_tensor_sums > 0), Algo, T, num_slots, execution_space, memory_space>::type
         accumulate;
@@ -511,6 +530,8 @@ class ShardedOptimizer {
   };
   template <class T>
   Lane<T>& lane() noexcept {
+    static_assert(std::is_same_v<T, detail::compute_t<T>>,
+                  "shardopt: the state of bfloat16 and float16 parameters (and their master weights) is float32: ask for float");
     return std::get<Lane<T>>(lanes_);
   }
   template <class T>
@@ -551,11 +572,36 @@ class ShardedOptimizer {
   template <class T>
   void bucket_tables(Lane<T>& plan) const;
   template <class T>
+  void restore_tables(Lane<T>& plan) const;
+  template <class T>
   void init_state(Lane<T>& plan);
   // The bucket size in elements of T (at least one).
   template <class T>
   std::int64_t bucket_elements() const {
     return std::max<std::int64_t>(1, static_cast<std::int64_t>(bucket_bytes_ / sizeof(T)));
+  }
+  // Whether parameter i is stepped in the lane of T; whether it keeps master weights (16-bit).
+  template <class T>
+  bool in_lane(const Param& p) const noexcept {
+    return detail::lane_dtype(p.dtype) == detail::dtype_of<T>();
+  }
+  static bool has_master(const Param& p) noexcept { return detail::storage_of(p.dtype) != detail::Storage::lane; }
+  // Why state of another type than T's was asked of p.
+  static std::string state_type_message(const Param& p) {
+    return "the parameter is " + detail::dtype_name(p.dtype) +
+           (has_master(p) ? " (its state and master weights are float32)" : std::string());
+  }
+  // Whether slot k exists for parameter p under options o: the algorithm's slot_used, or `master`.
+  static bool slot_exists(const Param& p, const options_type& o, std::size_t k) {
+    if constexpr (num_slots > 0) {
+      if (k < num_slots) return Algo::slot_used(o, k);
+    }
+    return has_master(p);
+  }
+  // Element `offset` of a piece's value or gradient memory (of parameter p, stepped in the lane of T).
+  template <class T>
+  static void* element(const Param& p, void* base, std::int64_t offset) noexcept {
+    return detail::element_at<T>(base, detail::storage_of(p.dtype), static_cast<std::size_t>(offset));
   }
   // This rank's state runs of parameter i, in state order.
   template <class T>
@@ -566,7 +612,7 @@ class ShardedOptimizer {
   }
   std::vector<StateRun> runs_of(std::size_t i) const {
     std::vector<StateRun> out;
-    detail::visit_dtype(params_[i].dtype, [&](auto t) { out = state_runs_of(lane<typename decltype(t)::type>(), i); });
+    detail::visit_lane(params_[i].dtype, [&](auto t) { out = state_runs_of(lane<typename decltype(t)::type>(), i); });
     return out;
   }
   // Where parameter i's elements of a state run sit in the global tensor (detail::global_segments).
@@ -634,7 +680,7 @@ class ShardedOptimizer {
   struct CanStart<std::tuple<Ts...>> {
     static constexpr bool value = (can_start_for<Ts> && ...);
   };
-  static constexpr bool can_start = CanStart<detail::ElementTypes>::value;  // for every element type
+  static constexpr bool can_start = CanStart<detail::LaneTypes>::value;  // for every lane's type
   // Host-memory communicators read and write buffers when called: the kernels before must be done.
   // Stream-ordered ones (comm::Nccl) enqueue behind them instead.
   void before_collective() const {
@@ -647,7 +693,7 @@ class ShardedOptimizer {
   struct Incoming {
     std::vector<options_type> options;                 // per group
     std::vector<std::int64_t> steps;                   // per parameter
-    std::vector<std::array<bool, num_slots>> present;  // per parameter: slots it brings
+    std::vector<std::array<bool, all_slots>> present;  // per parameter: slots it brings
     std::vector<std::vector<double>> scalar_state;     // per parameter: its scalar state (empty before its first step)
   };
   template <class T>
@@ -660,12 +706,12 @@ class ShardedOptimizer {
   std::vector<std::vector<double>> stage_from_dict(const StateDict& sd, const Incoming& in);
   void commit_loaded(const Incoming& in, std::vector<std::vector<double>> staged);
   template <class T>
-  std::array<Kokkos::View<T*, memory_space>, num_slots> loaded_state(const Lane<T>& plan, const Incoming& in,
+  std::array<Kokkos::View<T*, memory_space>, all_slots> loaded_state(const Lane<T>& plan, const Incoming& in,
                                                                     const std::vector<std::vector<double>>& staged) const;
 
   // ---- the checkpoint file (detail/optimizer/checkpoint.hpp) -----------------------------------------
 
-  std::string slot_key(std::size_t i, std::size_t k) const { return detail::slot_key(params_[i].name, Algo::slot_names[k]); }
+  std::string slot_key(std::size_t i, std::size_t k) const { return detail::slot_key(params_[i].name, slot_name(k)); }
   std::string step_key(std::size_t i) const { return detail::step_key(params_[i].name); }
   std::string scalar_key(std::size_t i, std::size_t k) const {
     return detail::slot_key(params_[i].name, detail::scalar_state_names_of<Algo>()[k]);

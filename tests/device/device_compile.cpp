@@ -72,6 +72,10 @@ void exercise(Comm comm) {
   opt.add_param("p", p, g);
   opt.add_param("q", q, h);
   opt.add_param("sharded", so::ShardedTensor<float, Mem>::chunk(comm, {6, 3}, 1));  // a user-sharded tensor
+  // 16-bit parameters: float32 master weights, widening and narrowing kernels.
+  Kokkos::View<so::bfloat16*, Mem> r("r", 12), gr("gr", 12);
+  opt.add_param("r", r, gr);
+  opt.add_param("half_sharded", so::ShardedTensor<so::float16, Mem>::chunk(comm, {5, 2}, 0));
   opt.add_param_group([](auto&) {});
   opt.step();
   opt.clip_grad_norm(1.0);  // the reduction phase and the norms' kernel
@@ -80,6 +84,9 @@ void exercise(Comm comm) {
   opt.step();
   (void)opt.last_grad_norm();
   opt.no_clip_grad_norm();
+  so::GradScaler scaler;
+  opt.step(scaler);  // unscaled into float32 for the 16-bit parameters
+  (void)opt.template local_state<float>("r", "master");
   opt.zero_grad();
   opt.zero_grad(false);
   opt.check_consistency();

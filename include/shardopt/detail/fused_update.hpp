@@ -9,11 +9,15 @@
 #include <vector>
 
 #include <shardopt/concepts.hpp>
+#include <shardopt/detail/lanes.hpp>
 
 namespace shardopt::detail {
 
 // A contiguous run of elements stepped together: parameter, gradient and state pointers (memory of
 // the optimizer's memory space), and which of the step's scalar sets applies (see ScalarSets).
+// A 16-bit parameter (`storage` bfloat16 or float16) steps its float32 master weights (`param`),
+// reads its gradient from `grad` (float32: a bucket, or grad32) or else `grad16` (its own 16-bit
+// memory), and writes the updated masters rounded to `out16` (its 16-bit memory).
 template <class T, std::size_t N>
 struct Segment {
   T* param;
@@ -25,6 +29,9 @@ struct Segment {
   T grad_divisor;    // 1, or the world size for averaged gradients
   T grad_scale;      // 1, or the clipping coefficient the (averaged) gradient is multiplied by
   T factor;          // algorithms with per-tensor sums: the tensor's factor (tensor_factor); else 1
+  const void* grad16 = nullptr;
+  void* out16 = nullptr;
+  Storage storage = Storage::lane;
   bool operator==(const Segment&) const = default;
 };
 
@@ -146,6 +153,63 @@ KOKKOS_INLINE_FUNCTION void step_range(const Sc& scalars, T* SHARDOPT_RESTRICT p
   }
 }
 
+// Element j of a segment of a 16-bit parameter (the device path): its gradient widened (from its
+// bucket or its own memory), averaged and scaled in torch's order, its master stepped, and the
+// result stored into the bucket (mirror) and rounded into the parameter.
+template <class Algo, class T, std::size_t N, class Sc>
+KOKKOS_INLINE_FUNCTION void step_element16(const Sc& s, const Segment<T, N>& seg, StateSlots<T, N> st, std::size_t j) {
+  T g = seg.grad16 ? load_element<T>(seg.grad16, seg.storage, j) : seg.grad[j];
+  if (seg.grad_divisor != T(1)) g = g / seg.grad_divisor;
+  if (seg.grad_scale != T(1)) g = g * seg.grad_scale;
+  st.index = j;
+  update_element<Algo>(s, seg.param[j], g, st, seg.factor);
+  if (seg.mirror) seg.mirror[j] = seg.param[j];
+  store_element<T>(seg.out16, seg.storage, j, seg.param[j]);
+}
+
+// The host path's loops for 16-bit parameters, one per case so that each is a plain loop: the
+// gradient from the parameter's own 16-bit memory (stepped in place: never averaged or scaled) or
+// from float32 (a bucket or grad32: averaged and scaled in torch's order; a division or product by
+// 1 is exact, so it is not left out), the result also into the bucket (Mirror) and always rounded
+// into the parameter.
+template <Storage Kind>
+KOKKOS_INLINE_FUNCTION float widen16(std::uint16_t b) {
+  if constexpr (Kind == Storage::bfloat16) return float_from_bfloat16_bits(b);
+  else return float_from_float16_bits(b);
+}
+template <Storage Kind>
+KOKKOS_INLINE_FUNCTION std::uint16_t narrow16(float f) {
+  if constexpr (Kind == Storage::bfloat16) return bfloat16_bits(f);
+  else return float16_bits(f);
+}
+template <class Algo, bool Mirror, Storage Kind, bool Grad16, std::size_t N, class Sc>
+KOKKOS_INLINE_FUNCTION void step_loop16(const Sc& s, const Segment<float, N>& seg, StateSlots<float, N> st, std::size_t begin,
+                                        std::size_t end) {
+  float* SHARDOPT_RESTRICT p = seg.param;
+  const float* SHARDOPT_RESTRICT g = seg.grad;
+  const std::uint16_t* SHARDOPT_RESTRICT g16 = static_cast<const std::uint16_t*>(seg.grad16);
+  std::uint16_t* SHARDOPT_RESTRICT out = static_cast<std::uint16_t*>(seg.out16);
+  float* SHARDOPT_RESTRICT mirror = seg.mirror;
+  const float divisor = seg.grad_divisor, scale = seg.grad_scale, factor = seg.factor;
+  for (std::size_t j = begin; j < end; ++j) {
+    float x;
+    if constexpr (Grad16) x = widen16<Kind>(g16[j]);
+    else x = g[j] / divisor * scale;
+    st.index = j;
+    update_element<Algo>(s, p[j], x, st, factor);
+    if constexpr (Mirror) mirror[j] = p[j];
+    out[j] = narrow16<Kind>(p[j]);
+  }
+}
+template <class Algo, Storage Kind, std::size_t N, class Sc>
+KOKKOS_INLINE_FUNCTION void step_range16(const Sc& scalars, const Segment<float, N>& seg, StateSlots<float, N> st, std::size_t begin,
+                                         std::size_t end) {
+  const Sc s = scalars;
+  if (seg.grad16) step_loop16<Algo, false, Kind, true>(s, seg, st, begin, end);  // stepped in place: no bucket
+  else if (seg.mirror) step_loop16<Algo, true, Kind, false>(s, seg, st, begin, end);
+  else step_loop16<Algo, false, Kind, false>(s, seg, st, begin, end);
+}
+
 template <class Algo, class T, std::size_t N, class Scalars>
 KOKKOS_INLINE_FUNCTION void step_block(const Segment<T, N>& seg, const Scalars& scalars, std::size_t begin, std::size_t end) {
   const Scalars sc = scalars;
@@ -154,6 +218,13 @@ KOKKOS_INLINE_FUNCTION void step_block(const Segment<T, N>& seg, const Scalars& 
   st.index = 0;
   // An algorithm may fix its option flags at compile time for the loop (see algo::Adam).
   auto run = [&](const auto& s) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (seg.storage != Storage::lane) {
+        if (seg.storage == Storage::bfloat16) step_range16<Algo, Storage::bfloat16>(s, seg, st, begin, end);
+        else step_range16<Algo, Storage::float16>(s, seg, st, begin, end);
+        return;
+      }
+    }
     if (seg.mirror)
       step_range<Algo, true, T, N>(s, seg.param, seg.grad, seg.mirror, seg.grad_divisor, seg.grad_scale, seg.factor, st, begin, end);
     else
@@ -225,6 +296,12 @@ void fused_update(const ExecSpace& exec, std::vector<Segment<T, N>>&& segments, 
           StateSlots<T, N> st;
           for (std::size_t k = 0; k < N; ++k) st.base[k] = s.slot[k];
           Kokkos::parallel_for(Kokkos::TeamThreadRange(team, b.begin, b.end), [&](const std::size_t j) {
+            if constexpr (std::is_same_v<T, float>) {
+              if (s.storage != Storage::lane) {
+                step_element16<Algo>(sc, s, st, j);
+                return;
+              }
+            }
             StateSlots<T, N> mine = st;
             mine.index = j;
             T g = s.grad_divisor != T(1) ? s.grad[j] / s.grad_divisor : s.grad[j];
@@ -238,13 +315,16 @@ void fused_update(const ExecSpace& exec, std::vector<Segment<T, N>>&& segments, 
 }
 
 // Copies of contiguous runs (dst[i] = src[i]; dst[i] = 0 for a run without src), fixed when the
-// plan is built and uploaded once.
+// plan is built and uploaded once. Either side may hold 16-bit elements (a 16-bit parameter's
+// gradient packed into a float32 bucket, its gathered value unpacked into it): widened exactly,
+// narrowed to nearest even.
 template <class T, class ExecSpace, class MemorySpace>
 struct CopyTable {
   struct Run {
-    T* dst;
-    const T* src;
+    void* dst;
+    const void* src;
     std::size_t length;
+    Storage dst_kind = Storage::lane, src_kind = Storage::lane;
     bool operator==(const Run&) const = default;
   };
   DeviceTable<Run, ExecSpace, MemorySpace> runs;
@@ -257,6 +337,16 @@ struct CopyTable {
   }
   bool empty() const noexcept { return blocks.size() == 0; }
 };
+
+// Element j of a copy run's result: its source (0 without one) divided by `divisor` and multiplied by
+// `multiplier` where they are not 1.
+template <class Run, class T>
+KOKKOS_INLINE_FUNCTION T copied_element(const Run& r, std::size_t j, T divisor, T multiplier) {
+  T v = r.src ? load_element<T>(r.src, r.src_kind, j) : T(0);
+  if (divisor != T(1)) v = v / divisor;
+  if (multiplier != T(1)) v = v * multiplier;
+  return v;
+}
 
 // Runs every copy (or zero-fill) of `table` in one launch, stream-ordered on `exec`; with a
 // `divisor` other than 1, each copied element is divided by it (dst[i] = src[i] / divisor), and
@@ -272,8 +362,12 @@ void copy_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace>
         "shardopt::copy_runs", Kokkos::RangePolicy<ExecSpace>(exec, 0, table.blocks.size()), [=](const std::size_t i) {
           const Block b = blks[i];
           const Run r = runs[b.segment];
-          T* SHARDOPT_RESTRICT dst = r.dst;
-          const T* SHARDOPT_RESTRICT src = r.src;
+          if (r.dst_kind != Storage::lane || r.src_kind != Storage::lane) {
+            for (std::size_t j = b.begin; j < b.end; ++j) store_element<T>(r.dst, r.dst_kind, j, copied_element(r, j, divisor, multiplier));
+            return;
+          }
+          T* SHARDOPT_RESTRICT dst = static_cast<T*>(r.dst);
+          const T* SHARDOPT_RESTRICT src = static_cast<const T*>(r.src);
           if (src == nullptr)
             for (std::size_t j = b.begin; j < b.end; ++j) dst[j] = T(0);
           else if (multiplier != T(1))
@@ -292,9 +386,7 @@ void copy_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace>
           const Block b = blks[team.league_rank()];
           const Run r = runs[b.segment];
           Kokkos::parallel_for(Kokkos::TeamThreadRange(team, b.begin, b.end), [&](const std::size_t j) {
-            T v = r.src ? (divisor == T(1) ? r.src[j] : r.src[j] / divisor) : T(0);
-            if (multiplier != T(1)) v *= multiplier;
-            r.dst[j] = v;
+            store_element<T>(r.dst, r.dst_kind, j, copied_element(r, j, divisor, multiplier));
           });
         });
   }
@@ -312,7 +404,12 @@ void scale_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace
     Kokkos::parallel_for(
         "shardopt::scale_runs", Kokkos::RangePolicy<ExecSpace>(exec, 0, table.blocks.size()), [=](const std::size_t i) {
           const Block b = blks[i];
-          T* SHARDOPT_RESTRICT dst = runs[b.segment].dst;
+          const Run r = runs[b.segment];
+          if (r.dst_kind != Storage::lane) {
+            for (std::size_t j = b.begin; j < b.end; ++j) store_element<T>(r.dst, r.dst_kind, j, load_element<T>(r.dst, r.dst_kind, j) * factor);
+            return;
+          }
+          T* SHARDOPT_RESTRICT dst = static_cast<T*>(r.dst);
           for (std::size_t j = b.begin; j < b.end; ++j) dst[j] *= factor;
         });
     exec.fence();
@@ -322,10 +419,19 @@ void scale_runs(const ExecSpace& exec, const CopyTable<T, ExecSpace, MemorySpace
         "shardopt::scale_runs", Policy(exec, static_cast<int>(table.blocks.size()), Kokkos::AUTO),
         KOKKOS_LAMBDA(const typename Policy::member_type& team) {
           const Block b = blks[team.league_rank()];
-          T* dst = runs[b.segment].dst;
-          Kokkos::parallel_for(Kokkos::TeamThreadRange(team, b.begin, b.end), [&](const std::size_t j) { dst[j] *= factor; });
+          const Run r = runs[b.segment];
+          Kokkos::parallel_for(Kokkos::TeamThreadRange(team, b.begin, b.end), [&](const std::size_t j) {
+            store_element<T>(r.dst, r.dst_kind, j, load_element<T>(r.dst, r.dst_kind, j) * factor);
+          });
         });
   }
+}
+
+// Whether x is non-zero (or NaN); 16-bit types by their bits (any but +-0).
+template <class T>
+KOKKOS_INLINE_FUNCTION bool is_nonzero(T x) {
+  if constexpr (sizeof(T) == 2) return (x.bits() & 0x7fffu) != 0;
+  else return x != T(0);
 }
 
 // Whether any element of grad[0, n) is non-zero (or NaN).
@@ -336,7 +442,7 @@ bool any_nonzero(const ExecSpace& exec, const T* grad, std::size_t n) {
   Kokkos::parallel_reduce(
       "shardopt::any_nonzero", Kokkos::RangePolicy<ExecSpace>(exec, 0, n),
       KOKKOS_LAMBDA(const std::size_t i, std::size_t& acc) {
-        acc += grad[i] != T(0) ? 1 : 0;
+        acc += is_nonzero(grad[i]) ? 1 : 0;
       },
       found);
   exec.fence();

@@ -66,14 +66,14 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::save(const std::string& pa
     checkpoint_hook("header_written");
     f.close();
   });
-  std::vector<detail::st::Checksum> sums(params_.size() * num_slots);  // of the elements this rank writes
+  std::vector<detail::st::Checksum> sums(params_.size() * all_slots);  // of the elements this rank writes
   auto write_all = [&](auto& f) {
     for (std::size_t i = 0; i < params_.size(); ++i)
-      for (std::size_t k = 0; k < num_slots; ++k) {
+      for (std::size_t k = 0; k < all_slots; ++k) {
         if (!params_[i].initialized[k]) continue;
         const auto& t = layout.header.tensors.at(slot_key(i, k));
-        auto& sum = sums[i * num_slots + k];
-        detail::visit_dtype(params_[i].dtype, [&](auto e) {
+        auto& sum = sums[i * all_slots + k];
+        detail::visit_lane(params_[i].dtype, [&](auto e) {
           write_owned<typename decltype(e)::type>(f, i, k, layout.header.data_start + t.begin, sum);
         });
       }
@@ -109,8 +109,8 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::save(const std::string& pa
   // length as the placeholders it was written with), then the rename.
   const auto total = detail::all_reduce_checksums(comm_, sums);
   for (std::size_t i = 0; i < params_.size(); ++i)
-    for (std::size_t k = 0; k < num_slots; ++k)
-      if (params_[i].initialized[k]) layout.checksums[slot_key(i, k)] = total[i * num_slots + k].hex();
+    for (std::size_t k = 0; k < all_slots; ++k)
+      if (params_[i].initialized[k]) layout.checksums[slot_key(i, k)] = total[i * all_slots + k].hex();
   layout.header.metadata["shardopt.checksums"] = layout.checksums.dump();
   io_phase(detail::Op::save, cleanup, [&] {
     if (!root) return;
@@ -156,7 +156,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::load(const std::string& pa
   agree(detail::Op::load, err, incoming);
   replan_if_needed();
   std::vector<std::vector<double>> staged;
-  std::vector<detail::st::Checksum> sums(params_.size() * num_slots);
+  std::vector<detail::st::Checksum> sums(params_.size() * all_slots);
   io_phase(detail::Op::load, [] {}, [&] { staged = stage_from_file(*file, header, sums); }, incoming);
   verify_checksums(checksums, path, detail::all_reduce_checksums(comm_, sums));  // the same verdict on every rank
   commit_loaded(in, std::move(staged));
@@ -177,10 +177,12 @@ detail::FileLayout ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::file_layout(
     f.checksums[key] = sum.hex();
   };
   for (std::size_t i = 0; i < params_.size(); ++i) {
-    const std::uint64_t bytes = static_cast<std::uint64_t>(numel_of(i)) * detail::dtype_size(params_[i].dtype);
-    for (std::size_t k = 0; k < num_slots; ++k) {
+    // The state's type: the parameter's, float32 for a 16-bit one (its state and master weights).
+    const detail::Dtype state_dtype = detail::lane_dtype(params_[i].dtype);
+    const std::uint64_t bytes = static_cast<std::uint64_t>(numel_of(i)) * detail::dtype_size(state_dtype);
+    for (std::size_t k = 0; k < all_slots; ++k) {
       if (!params_[i].initialized[k]) continue;
-      f.header.tensors[slot_key(i, k)] = {detail::file_dtype(params_[i].dtype), params_[i].shape, at, at + bytes};
+      f.header.tensors[slot_key(i, k)] = {detail::file_dtype(state_dtype), params_[i].shape, at, at + bytes};
       at += bytes;
     }
     scalar_tensor(step_key(i), "I64", params_[i].step);
@@ -194,7 +196,7 @@ detail::FileLayout ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::file_layout(
     groups.push_back({{"options", options}, {"params", g.params_}});
   }
   for (std::size_t i = 0; i < params_.size(); ++i) {
-    for (std::size_t k = 0; k < num_slots; ++k)
+    for (std::size_t k = 0; k < all_slots; ++k)
       if (params_[i].initialized[k]) f.checksums[slot_key(i, k)] = detail::st::checksum_placeholder;
   }
   f.header.metadata = {{"shardopt.format", "1"},
@@ -229,9 +231,9 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::verify_checksums(const std
                                                                       const std::vector<detail::st::Checksum>& read) const {
   std::string bad;
   for (std::size_t i = 0; i < params_.size(); ++i)
-    for (std::size_t k = 0; k < num_slots; ++k) {
+    for (std::size_t k = 0; k < all_slots; ++k) {
       auto it = sums.find(slot_key(i, k));
-      if (it != sums.end() && it->second != read[i * num_slots + k].hex()) bad += (bad.empty() ? "" : ", ") + detail::quote(it->first);
+      if (it != sums.end() && it->second != read[i * all_slots + k].hex()) bad += (bad.empty() ? "" : ", ") + detail::quote(it->first);
     }
   if (!bad.empty()) detail::checksum_mismatch(path, bad);
 }
@@ -242,13 +244,13 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::verify_checksums(const std
 template <class Algo, class Layout, class Comm, class ExecSpace>
 std::vector<std::vector<double>> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::stage_from_file(const detail::st::File& f, const detail::st::Header& h,
                                                                                                   std::vector<detail::st::Checksum>& sums) const {
-  std::vector<std::vector<double>> staged(params_.size() * num_slots);
+  std::vector<std::vector<double>> staged(params_.size() * all_slots);
   for (std::size_t i = 0; i < params_.size(); ++i)
-    for (std::size_t k = 0; k < num_slots; ++k) {
+    for (std::size_t k = 0; k < all_slots; ++k) {
       auto it = h.tensors.find(slot_key(i, k));
       if (it == h.tensors.end()) continue;
-      const std::size_t j = i * num_slots + k;
-      detail::visit_dtype(params_[i].dtype, [&](auto t) {
+      const std::size_t j = i * all_slots + k;
+      detail::visit_lane(params_[i].dtype, [&](auto t) {
         read_owned<typename decltype(t)::type>(f, i, h.data_start + it->second.begin, staged[j], sums[j]);
       });
     }

@@ -48,11 +48,11 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::replan(Lane<T>& plan) {
 template <class Algo, class Layout, class Comm, class ExecSpace>
 template <class T>
 void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::carry_state(const Lane<T>& old, Lane<T>& next) {
-  for (std::size_t k = 0; k < num_slots; ++k) {
+  for (std::size_t k = 0; k < all_slots; ++k) {
     bool any = false;
-    for (const auto& prm : params_) any = any || (prm.dtype == detail::dtype_of<T>() && prm.initialized[k]);
+    for (const auto& prm : params_) any = any || (in_lane<T>(prm) && prm.initialized[k]);
     if (any && next.layout.state_size > 0)
-      next.state[k] = Kokkos::View<T*, memory_space>("shardopt::state." + std::string(Algo::slot_names[k]), next.layout.state_size);
+      next.state[k] = Kokkos::View<T*, memory_space>("shardopt::state." + std::string(slot_name(k)), next.layout.state_size);
   }
   // Where a run's elements sit in its parameter: the flat offset of a packed run, the position
   // among the parameter's local runs of a local one (local runs never change hands).
@@ -72,9 +72,9 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::carry_state(const Lane<T>&
   std::int64_t total = 0;
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const auto& prm = params_[i];
-    if (prm.dtype != detail::dtype_of<T>()) continue;
+    if (!in_lane<T>(prm)) continue;
     const auto before = positions(old, i), after = positions(next, i);
-    for (std::size_t k = 0; k < num_slots; ++k) {
+    for (std::size_t k = 0; k < all_slots; ++k) {
       if (!prm.initialized[k]) continue;  // the same on every rank, as `total` must be
       if (exchange && prm.shards.empty()) {  // packed: through the windows
         for (const auto& [at, r] : before) {
@@ -127,7 +127,7 @@ auto ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::build_plan() const -> Lane
   std::vector<detail::PlanTensor> tensors;
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const auto& prm = params_[i];
-    if (prm.dtype != detail::dtype_of<T>()) continue;
+    if (!in_lane<T>(prm)) continue;
     detail::PlanTensor t{i, prm.shape, prm.shards.empty(), {}};
     for (const auto& pc : prm.pieces) t.pieces.push_back(static_cast<std::int64_t>(pc.numel));
     tensors.push_back(std::move(t));
@@ -153,36 +153,79 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::bucket_tables(Lane<T>& pla
     if (parted) plan.reduced[d] = Kokkos::View<T*, memory_space>("shardopt::reduced", static_cast<std::size_t>(width));
   }
   using Run = typename detail::CopyTable<T, execution_space, memory_space>::Run;
+  constexpr auto lane_storage = detail::Storage::lane;
   for (std::size_t b = 0; b < buckets.size(); ++b) {
     T* buf = plan.bucket[b % plan.depth].data();
     std::vector<Run> pack, unpack;
-    for (const auto& c : buckets[b].pack)
-      pack.push_back({buf + c.at, static_cast<const T*>(params_[c.param].pieces[0].grad) + c.src, static_cast<std::size_t>(c.length)});
-    for (const auto& c : buckets[b].unpack)
-      unpack.push_back({static_cast<T*>(params_[c.param].pieces[0].value) + c.src, buf + c.at, static_cast<std::size_t>(c.length)});
-    // Clipping's copy of this rank's reduced window into the gradients it steps.
-    std::vector<Run> restore;
-    T* red = parted ? plan.reduced[b % plan.depth].data() : buf;
-    for (const auto& u : buckets[b].update)
-      restore.push_back({static_cast<T*>(params_[u.param].pieces[0].grad) + u.src, red + u.at, static_cast<std::size_t>(u.length)});
+    // 16-bit gradients widened into the float32 bucket, gathered values rounded into 16-bit parameters.
+    for (const auto& c : buckets[b].pack) {
+      const Param& prm = params_[c.param];
+      pack.push_back({buf + c.at, element<T>(prm, prm.pieces[0].grad, c.src), static_cast<std::size_t>(c.length), lane_storage,
+                      detail::storage_of(prm.dtype)});
+    }
+    for (const auto& c : buckets[b].unpack) {
+      const Param& prm = params_[c.param];
+      unpack.push_back({element<T>(prm, prm.pieces[0].value, c.src), buf + c.at, static_cast<std::size_t>(c.length),
+                        detail::storage_of(prm.dtype), lane_storage});
+    }
     plan.tables[b].pack.assign(exec_, std::move(pack));
     plan.tables[b].unpack.assign(exec_, std::move(unpack));
+  }
+  restore_tables(plan);
+}
+
+// The copies of this rank's reduced windows into the gradients it steps (the reduction first):
+// into their memory, or for 16-bit parameters into grad32, in float32, where their state is.
+template <class Algo, class Layout, class Comm, class ExecSpace>
+template <class T>
+void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::restore_tables(Lane<T>& plan) const {
+  const bool parted = strategy() == Strategy::partitioned;
+  using Run = typename detail::CopyTable<T, execution_space, memory_space>::Run;
+  for (std::size_t b = 0; b < plan.layout.buckets.size(); ++b) {
+    std::vector<Run> restore;
+    T* red = parted ? plan.reduced[b % plan.depth].data() : plan.bucket[b % plan.depth].data();
+    for (const auto& u : plan.layout.buckets[b].update) {
+      const Param& prm = params_[u.param];
+      T* dst = has_master(prm) ? plan.grad32.data() + u.state_offset : static_cast<T*>(prm.pieces[0].grad) + u.src;
+      restore.push_back({dst, red + u.at, static_cast<std::size_t>(u.length)});
+    }
     plan.tables[b].restore.assign(exec_, std::move(restore));
   }
 }
 
 // Allocates the slots the coming step needs and sets the state of parameters stepped for the first
-// time to the algorithm's initial value.
+// time to the algorithm's initial value, and their master weights (16-bit parameters) to their values.
 template <class Algo, class Layout, class Comm, class ExecSpace>
 template <class T>
 void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::init_state(Lane<T>& plan) {
+  using Run = typename detail::CopyTable<T, execution_space, memory_space>::Run;
+  std::vector<Run> masters;  // each new master run from its parameter's elements, widened exactly
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    auto& prm = params_[i];
+    if (!in_lane<T>(prm) || !has_master(prm) || !prm.grad_present || prm.initialized[master_slot]) continue;
+    if (plan.state[master_slot].size() == 0 && plan.layout.state_size > 0)
+      plan.state[master_slot] = Kokkos::View<T*, memory_space>("shardopt::state.master", plan.layout.state_size);
+    for (const std::size_t r : plan.layout.runs_of(i)) {
+      const StateRun& run = plan.layout.state_runs[r];
+      const auto& pc = prm.pieces[run.packed ? 0 : run.piece];
+      masters.push_back({plan.state[master_slot].data() + run.state_offset, element<T>(prm, pc.value, run.packed ? run.src : 0),
+                         static_cast<std::size_t>(run.length), detail::Storage::lane, detail::storage_of(prm.dtype)});
+    }
+    prm.initialized[master_slot] = true;
+  }
+  if (!masters.empty()) {
+    detail::CopyTable<T, execution_space, memory_space> table;
+    table.assign(exec_, std::move(masters));
+    detail::copy_runs(exec_, table);
+    exec_.fence();  // the table's device copy is freed here
+  }
   for (std::size_t k = 0; k < num_slots; ++k) {
     // The runs to set, merged where contiguous with the same value: one fill per slot when every
     // parameter starts together, however many tensors there are.
     std::vector<std::tuple<std::int64_t, std::int64_t, T>> fills;  // offset, length, value
     for (std::size_t i = 0; i < params_.size(); ++i) {
       auto& prm = params_[i];
-      if (prm.dtype != detail::dtype_of<T>() || !prm.grad_present || prm.initialized[k]) continue;
+      if (!in_lane<T>(prm) || !prm.grad_present || prm.initialized[k]) continue;
       const auto& o = groups_[prm.group].options;
       if (!Algo::slot_used(o, k)) continue;
       if (plan.state[k].size() == 0 && plan.layout.state_size > 0)

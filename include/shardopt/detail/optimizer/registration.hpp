@@ -17,7 +17,8 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::add_param(const std::strin
                 "ShardedOptimizer::add_param: the parameter and its gradient must be Kokkos views.");
   using T = typename PView::non_const_value_type;
   static_assert(detail::is_element_type<T>,
-                "ShardedOptimizer::add_param: the parameter's element type must be float or double.");
+                "ShardedOptimizer::add_param: the parameter's element type must be float, double, shardopt::bfloat16 or "
+                "shardopt::float16.");
   static_assert(std::is_same_v<typename PView::value_type, T> && std::is_same_v<typename GView::value_type, T>,
                 "ShardedOptimizer::add_param: the parameter and its gradient must be non-const views of the same "
                 "element type.");
@@ -63,7 +64,8 @@ template <class T, class MS>
 void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::add_param(const std::string& name, const ShardedTensor<T, MS>& tensor, int group) {
   require_live("add_param");
   static_assert(detail::is_element_type<T>,
-                "ShardedOptimizer::add_param: the sharded tensor's element type must be float or double.");
+                "ShardedOptimizer::add_param: the sharded tensor's element type must be float, double, shardopt::bfloat16 "
+                "or shardopt::float16.");
   static_assert(can_access<MS>,
                 "ShardedOptimizer::add_param: the shards must live in memory the optimizer's execution space can access.");
   const std::string where = "add_param(" + detail::quote(name) + "): ";
@@ -106,8 +108,8 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::zero_grad(bool set_to_none
     if (lane.zero_of != params_.size()) {
       std::vector<typename detail::CopyTable<T, execution_space, memory_space>::Run> runs;
       for (const auto& p : params_)
-        if (p.dtype == detail::dtype_of<T>())
-          for (const auto& pc : p.pieces) runs.push_back({static_cast<T*>(pc.grad), nullptr, pc.numel});
+        if (in_lane<T>(p))
+          for (const auto& pc : p.pieces) runs.push_back({pc.grad, nullptr, pc.numel, detail::storage_of(p.dtype), detail::Storage::lane});
       lane.zero.assign(exec_, std::move(runs));
       lane.zero_of = params_.size();
     }
@@ -161,8 +163,8 @@ std::size_t ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::index_of(const std:
 
 template <class Algo, class Layout, class Comm, class ExecSpace>
 std::size_t ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::slot_index(std::string_view slot, const std::string& where) const {
-  for (std::size_t k = 0; k < num_slots; ++k)
-    if (Algo::slot_names[k] == slot) return k;
+  for (std::size_t k = 0; k < all_slots; ++k)
+    if (slot_name(k) == slot) return k;
   throw InvalidArgument(where + "no state slot " + detail::quote(slot) + " in " + std::string(Algo::name));
 }
 

@@ -17,7 +17,7 @@ std::vector<T> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::local_state(cons
   const std::size_t i = index_of(name, "local_state");
   const auto& p = params_[i];
   const std::string where = "local_state(" + detail::quote(name) + "): ";
-  if (p.dtype != detail::dtype_of<T>()) throw InvalidArgument(where + "the parameter is " + detail::dtype_name(p.dtype));
+  if (!in_lane<T>(p)) throw InvalidArgument(where + state_type_message(p));
   const std::size_t k = slot_index(slot, where);
   const auto& plan = lane<T>();
   const auto runs = state_runs_of(plan, i);
@@ -50,7 +50,7 @@ std::vector<T> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::gathered_state(c
   std::size_t i = 0, k = 0;
   try {
     i = index_of(name, "gathered_state");
-    if (params_[i].dtype != detail::dtype_of<T>()) throw InvalidArgument(where + "the parameter is " + detail::dtype_name(params_[i].dtype));
+    if (!in_lane<T>(params_[i])) throw InvalidArgument(where + state_type_message(params_[i]));
     k = slot_index(slot, where);
   } catch (const InvalidArgument& e) {
     err = {detail::LocalError::invalid_argument, e.what()};
@@ -66,10 +66,10 @@ StateDict ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::state_dict() const {
   require_live("state_dict");
   StateDict sd = skeleton();
   for (std::size_t i = 0; i < params_.size(); ++i)
-    for (std::size_t k = 0; k < num_slots; ++k) {
+    for (std::size_t k = 0; k < all_slots; ++k) {
       if (!params_[i].initialized[k]) continue;
-      auto& parts = sd.state.at(params_[i].name).slots[std::string(Algo::slot_names[k])];
-      detail::visit_dtype(params_[i].dtype, [&](auto t) { local_parts<typename decltype(t)::type>(i, k, parts); });
+      auto& parts = sd.state.at(params_[i].name).slots[std::string(slot_name(k))];
+      detail::visit_lane(params_[i].dtype, [&](auto t) { local_parts<typename decltype(t)::type>(i, k, parts); });
     }
   return sd;
 }
@@ -82,15 +82,15 @@ StateDict ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::full_state_dict() {
   replan_if_needed();
   StateDict sd = skeleton();
   for (std::size_t i = 0; i < params_.size(); ++i)
-    for (std::size_t k = 0; k < num_slots; ++k) {
+    for (std::size_t k = 0; k < all_slots; ++k) {
       if (!params_[i].initialized[k]) continue;
       StatePart part;
-      detail::visit_dtype(params_[i].dtype, [&](auto t) {
+      detail::visit_lane(params_[i].dtype, [&](auto t) {
         using T = typename decltype(t)::type;
         const auto v = gather_param<T>(lane<T>(), i, k);
         part.values.assign(v.begin(), v.end());
       });
-      sd.state.at(params_[i].name).slots[std::string(Algo::slot_names[k])].push_back(std::move(part));
+      sd.state.at(params_[i].name).slots[std::string(slot_name(k))].push_back(std::move(part));
     }
   return sd;
 }
@@ -241,17 +241,24 @@ auto ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::check_incoming(const State
     }
     const auto& ps = it->second;
     const bool described = !(ps.dtype.empty() && ps.slots.empty());  // a file lists dtype and shape with the slots
-    if (described && ps.dtype != detail::dtype_name(p.dtype)) problems.push_back(pp + "the state is " + ps.dtype + " but the parameter is " + detail::dtype_name(p.dtype));
+    // A 16-bit parameter's state is float32: a float32 state fits it (a file gives the state's type).
+    if (described && ps.dtype != detail::dtype_name(p.dtype) && ps.dtype != detail::dtype_name(detail::lane_dtype(p.dtype)))
+      problems.push_back(pp + "the state is " + ps.dtype + " but the parameter is " + detail::dtype_name(p.dtype));
     if (described && ps.shape != p.shape)
       problems.push_back(pp + "the state has shape " + detail::fmt_shape(ps.shape) + " but the parameter " + detail::fmt_shape(p.shape));
     if (ps.step < 0) problems.push_back(pp + "negative step count " + std::to_string(ps.step));
     in.steps.back() = ps.step;
     for (const auto& [slot, parts] : ps.slots) {
-      std::size_t k = num_slots;
-      for (std::size_t s = 0; s < num_slots; ++s)
-        if (Algo::slot_names[s] == slot) k = s;
-      if (k == num_slots) {
+      std::size_t k = all_slots;
+      for (std::size_t s = 0; s < all_slots; ++s)
+        if (slot_name(s) == slot) k = s;
+      if (k == all_slots) {
         problems.push_back(pp + "unknown state slot " + detail::quote(slot) + " for " + std::string(Algo::name));
+        continue;
+      }
+      if (k == master_slot && !has_master(p)) {
+        problems.push_back(pp + "the state has master weights (slot master) but the parameter is " + detail::dtype_name(p.dtype) +
+                           ": only bfloat16 and float16 parameters keep them");
         continue;
       }
       in.present.back()[k] = true;
@@ -314,10 +321,10 @@ bool ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::is_bool_option(std::string
 template <class Algo, class Layout, class Comm, class ExecSpace>
 std::vector<std::vector<double>> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::stage_from_dict(const StateDict& sd, const Incoming& in) {
   const std::size_t n = params_.size();
-  std::vector<std::vector<double>> staged(n * num_slots);
-  std::vector<std::int64_t> need(n * num_slots, 0);
+  std::vector<std::vector<double>> staged(n * all_slots);
+  std::vector<std::int64_t> need(n * all_slots, 0);
   auto parts_of = [&](std::size_t j) -> const std::vector<StatePart>& {
-    return sd.state.at(params_[j / num_slots].name).slots.at(std::string(Algo::slot_names[j % num_slots]));
+    return sd.state.at(params_[j / all_slots].name).slots.at(std::string(slot_name(j % all_slots)));
   };
   // This rank's segments of parameter i: (global offset, length), in state order.
   auto own = [&](std::size_t i) {
@@ -326,8 +333,8 @@ std::vector<std::vector<double>> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>
       for (const auto& [g, at, len] : segments(i, r)) out.push_back({g, len});
     return out;
   };
-  for (std::size_t j = 0; j < n * num_slots; ++j) {
-    if (!in.present[j / num_slots][j % num_slots]) continue;
+  for (std::size_t j = 0; j < n * all_slots; ++j) {
+    if (!in.present[j / all_slots][j % all_slots]) continue;
     std::vector<const StatePart*> parts;
     for (const auto& part : parts_of(j)) parts.push_back(&part);
     std::stable_sort(parts.begin(), parts.end(), [](const StatePart* a, const StatePart* b) { return a->offset < b->offset; });
@@ -336,7 +343,7 @@ std::vector<std::vector<double>> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>
       reach[q] = std::max(q ? reach[q - 1] : 0, parts[q]->offset + static_cast<std::int64_t>(parts[q]->values.size()));
     auto& out = staged[j];
     std::vector<char> filled;
-    for (const auto& [g, len] : own(j / num_slots)) {
+    for (const auto& [g, len] : own(j / all_slots)) {
       const std::size_t base = out.size();
       out.resize(base + static_cast<std::size_t>(len), 0.0);
       filled.resize(out.size(), 0);
@@ -358,22 +365,22 @@ std::vector<std::vector<double>> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>
   std::vector<const double*> from;
   std::vector<std::pair<double*, std::size_t>> to;  // where, and which slot (for the verdict)
   std::int64_t total = 0;
-  for (std::size_t j = 0; j < n * num_slots; ++j) {
+  for (std::size_t j = 0; j < n * all_slots; ++j) {
     if (!need[j]) continue;
     for (const auto& part : parts_of(j)) {
       have.push_back({total + part.offset, static_cast<std::int64_t>(part.values.size()), from.size()});
       from.push_back(part.values.data());
     }
     std::size_t at = 0;
-    for (const auto& [g, len] : own(j / num_slots)) {
+    for (const auto& [g, len] : own(j / all_slots)) {
       want.push_back({total + g, len, to.size()});
       to.push_back({staged[j].data() + at, j});
       at += static_cast<std::size_t>(len);
     }
-    total += numel_of(j / num_slots);
+    total += numel_of(j / all_slots);
   }
   if (total == 0) return staged;
-  std::vector<std::int64_t> absent(n * num_slots, 0);
+  std::vector<std::int64_t> absent(n * all_slots, 0);
   detail::redistribute<double>(
       comm_, total, std::max<std::int64_t>(1, bucket_elements<double>() / comm_.size()), std::move(have), std::move(want),
       [&](std::size_t id, std::int64_t off, double* out, std::size_t count) { std::copy(from[id] + off, from[id] + off + count, out); },
@@ -387,12 +394,12 @@ std::vector<std::vector<double>> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>
   comm_.all_reduce(std::span<std::int64_t>(absent), ReduceOp::sum);
   comm_.all_reduce(std::span<std::int64_t>(most), ReduceOp::max);
   std::string missing;
-  for (std::size_t j = 0; j < n * num_slots; ++j) {
-    const std::size_t i = j / num_slots;
+  for (std::size_t j = 0; j < n * all_slots; ++j) {
+    const std::size_t i = j / all_slots;
     const bool copies = params_[i].shards.empty() && strategy() != Strategy::partitioned;
     const std::int64_t count = copies ? most[j] : absent[j];
     if (need[j] && count > 0)
-      missing += "\n  - slot " + std::string(Algo::slot_names[j % num_slots]) + " of " + detail::quote(params_[i].name) + ": " +
+      missing += "\n  - slot " + std::string(slot_name(j % all_slots)) + " of " + detail::quote(params_[i].name) + ": " +
                  std::to_string(count) + " of " + std::to_string(numel_of(i)) + " elements in no rank's parts";
   }
   if (!missing.empty())
@@ -422,14 +429,14 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::commit_loaded(const Incomi
 template <class Algo, class Layout, class Comm, class ExecSpace>
 template <class T>
 auto ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::loaded_state(const Lane<T>& plan, const Incoming& in, const std::vector<std::vector<double>>& staged) const
-    -> std::array<Kokkos::View<T*, memory_space>, num_slots> {
-  std::array<Kokkos::View<T*, memory_space>, num_slots> out;
-  for (std::size_t k = 0; k < num_slots; ++k)
+    -> std::array<Kokkos::View<T*, memory_space>, all_slots> {
+  std::array<Kokkos::View<T*, memory_space>, all_slots> out;
+  for (std::size_t k = 0; k < all_slots; ++k)
     for (std::size_t i = 0; i < params_.size(); ++i) {
-      if (params_[i].dtype != detail::dtype_of<T>() || !in.present[i][k]) continue;
+      if (!in_lane<T>(params_[i]) || !in.present[i][k]) continue;
       if (out[k].size() == 0 && plan.layout.state_size > 0)
-        out[k] = Kokkos::View<T*, memory_space>("shardopt::state." + std::string(Algo::slot_names[k]), plan.layout.state_size);
-      const auto& src = staged[i * num_slots + k];
+        out[k] = Kokkos::View<T*, memory_space>("shardopt::state." + std::string(slot_name(k)), plan.layout.state_size);
+      const auto& src = staged[i * all_slots + k];
       std::size_t at = 0;
       for (const auto& r : state_runs_of(plan, i)) {
         std::vector<T> v(src.begin() + at, src.begin() + at + r.length);

@@ -46,9 +46,10 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_after(detail::LocalEr
     if (clip_) norms.emplace(detail::NormPieces{detail::NormOrder{clip_->norm_type}, {}, std::vector<double>(params_.size(), 0.0)});
     if (skipping)
       check.emplace(detail::NormPieces{detail::NormOrder{std::numeric_limits<double>::infinity()}, {}, std::vector<double>(params_.size(), 0.0)});
+    const float inv_scale = unscale ? *unscale : 1.0f;
     detail::for_each_lane(lanes_, [&](auto& lane) {
       using T = typename std::decay_t<decltype(lane)>::value_type;
-      reduce_lane(lane, norms ? &*norms : nullptr, check ? &*check : nullptr, static_cast<T>(unscale.value_or(1.0f)));
+      reduce_lane(lane, norms ? &*norms : nullptr, check ? &*check : nullptr, static_cast<T>(inv_scale));
     });
     // This rank's verdict: the largest |g| of some tensor it steps is not finite (NaN or inf).
     bool nonfinite = check && std::any_of(check->maxima.begin(), check->maxima.end(), [](double m) { return !std::isfinite(m); });
@@ -137,7 +138,7 @@ double ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::clip_coefficient(detail:
   for (std::size_t i = 0; i < params_.size(); ++i) {
     if (!params_[i].grad_present) continue;
     double norm = 0;  // the tensor's norm, in its dtype
-    detail::visit_dtype(params_[i].dtype, [&](auto t) {
+    detail::visit_lane(params_[i].dtype, [&](auto t) {
       using T = typename decltype(t)::type;
       all_float = all_float && std::is_same_v<T, float>;
       norm = static_cast<T>(max ? values[i] : (p == 2.0 ? std::sqrt(values[i]) : (p == 1.0 ? values[i] : std::pow(values[i], 1.0 / p))));
@@ -181,6 +182,17 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::reduce_lane(Lane<T>& plan,
   const std::int64_t max_leaves = bucket_elements<T>() / detail::sum_block;
   std::vector<detail::NormRun<T>> runs;
   const std::size_t nb = plan.layout.buckets.size();
+  // 16-bit parameters: their reduced gradients in float32, where their state is (see Lane::grad32).
+  const bool any16 = std::any_of(params_.begin(), params_.end(), [&](const Param& q) { return in_lane<T>(q) && has_master(q); });
+  if (any16 && plan.grad32.size() == 0 && plan.layout.state_size > 0) {
+    plan.grad32 = Kokkos::View<T*, memory_space>(Kokkos::view_alloc(Kokkos::WithoutInitializing, "shardopt::grad32"),
+                                                 static_cast<std::size_t>(plan.layout.state_size));
+    restore_tables(plan);
+  }
+  // Where the reduced gradient of parameter `prm` is, from its element `src` (its state at `state_offset`).
+  auto reduced_grad = [&](const Param& prm, std::int64_t src, std::int64_t state_offset) -> const T* {
+    return has_master(prm) ? plan.grad32.data() + state_offset : static_cast<const T*>(prm.pieces[0].grad) + src;
+  };
   auto width = [&](std::size_t b) { return static_cast<std::size_t>(plan.layout.buckets[b].width); };
   auto buffer = [&](std::size_t b) { return plan.bucket[b % plan.depth].data(); };
   auto send = [&](std::size_t b) { return std::span<const T>(buffer(b), width(b) * (parted ? p : 1)); };
@@ -197,7 +209,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::reduce_lane(Lane<T>& plan,
       const auto& prm = params_[u.param];
       const std::int64_t a = std::max(u.at, lo) - u.at, e = std::min(u.at + u.length, hi) - u.at;  // within u
       if (!prm.grad_present || a >= e) continue;
-      runs.push_back({static_cast<const T*>(prm.pieces[0].grad) + u.src + a, u.src + a, u.src + e, prm.numel(), u.param, 0});
+      runs.push_back({reduced_grad(prm, u.src + a, u.state_offset + a), u.src + a, u.src + e, prm.numel(), u.param, 0});
     }
     if (pieces) detail::norm_pieces(exec_, runs, plan.norm, *pieces, max_leaves);
     if (check) detail::norm_pieces(exec_, runs, plan.norm, *check, max_leaves);
@@ -228,27 +240,33 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::reduce_lane(Lane<T>& plan,
       reduced(b);
     }
   }
-  if (!pieces && !check) return;
-  // The runs stepped in place: for the norms those this rank counts, for the check all of them.
+  // The runs stepped in place: 16-bit gradients widened (and unscaled) into grad32, the others
+  // unscaled in place (torch's unscale_); then for the norms those this rank counts, for the check all of them.
+  using Copy = typename detail::CopyTable<T, execution_space, memory_space>::Run;
+  std::vector<Copy> widened, scaled;
   std::vector<detail::NormRun<T>> counted;
   for (const auto& r : plan.layout.state_runs) {
     const auto& prm = params_[r.param];
     if (r.packed || !prm.grad_present) continue;
     const bool counts = writes(r.param, r);
-    const T* grad = static_cast<const T*>(prm.pieces[r.piece].grad);
+    void* grad = prm.pieces[r.piece].grad;
+    if (has_master(prm))
+      widened.push_back({plan.grad32.data() + r.state_offset, grad, static_cast<std::size_t>(r.length), detail::Storage::lane,
+                         detail::storage_of(prm.dtype)});
+    else if (unscale != T(1))
+      scaled.push_back({grad, nullptr, static_cast<std::size_t>(r.length)});
+    const T* g = has_master(prm) ? plan.grad32.data() + r.state_offset : static_cast<const T*>(grad);
     for (const auto& [global, within, length] : segments(r.param, r)) {
-      const detail::NormRun<T> run{grad + within, global, global + length, prm.numel(), r.param, 0};
+      const detail::NormRun<T> run{g + within, global, global + length, prm.numel(), r.param, 0};
       runs.push_back(run);
       if (counts) counted.push_back(run);
     }
   }
-  if (unscale != T(1)) {  // the gradients stepped in place, unscaled in place (torch's unscale_)
-    using Copy = typename detail::CopyTable<T, execution_space, memory_space>::Run;
-    std::vector<Copy> copies;
-    for (const auto& r : runs) copies.push_back({const_cast<T*>(r.data), nullptr, static_cast<std::size_t>(r.end - r.begin)});
-    plan.unscale.assign(exec_, std::move(copies));
-    detail::scale_runs(exec_, plan.unscale, unscale);
-  }
+  plan.widen.assign(exec_, std::move(widened));
+  detail::copy_runs(exec_, plan.widen, T(1), unscale);
+  plan.unscale.assign(exec_, std::move(scaled));
+  detail::scale_runs(exec_, plan.unscale, unscale);
+  if (!pieces && !check) return;
   if (pieces) detail::norm_pieces(exec_, counted, plan.norm, *pieces, max_leaves);
   if (check) detail::norm_pieces(exec_, runs, plan.norm, *check, max_leaves);
 }
@@ -276,7 +294,7 @@ std::vector<double> ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::tensor_fact
   for (std::size_t i = 0; i < params_.size(); ++i) {
     if (!params_[i].grad_present) continue;
     const double* v = (own_sums(i) ? own_values : values).data() + i * K;
-    detail::visit_dtype(params_[i].dtype, [&](auto t) {
+    detail::visit_lane(params_[i].dtype, [&](auto t) {
       using T = typename decltype(t)::type;
       factors[i] = static_cast<double>(static_cast<T>(Algo::template tensor_factor<T>(groups_[params_[i].group].options, std::span<const double>(v, K))));
     });
@@ -301,8 +319,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::accumulate_lane(Lane<T>& p
         const auto& prm = params_[u.param];
         if (!prm.grad_present) continue;
         auto s = segment(prm, u.state_offset, static_cast<std::size_t>(u.length));
-        s.param = static_cast<T*>(prm.pieces[0].value) + u.src;
-        s.grad = static_cast<const T*>(prm.pieces[0].grad) + u.src;
+        segment.place(s, prm, prm.pieces[0], u.src, u.state_offset);
         runs.push_back({s, u.src, u.src + u.length, prm.numel(), u.param, 0});
       }
     for (const auto& r : plan.layout.state_runs) {
@@ -310,8 +327,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::accumulate_lane(Lane<T>& p
       if (r.packed || !prm.grad_present) continue;
       for (const auto& [global, within, length] : segments(r.param, r)) {
         auto s = segment(prm, r.state_offset + within, static_cast<std::size_t>(length));
-        s.param = static_cast<T*>(prm.pieces[r.piece].value) + within;
-        s.grad = static_cast<const T*>(prm.pieces[r.piece].grad) + within;
+        segment.place(s, prm, prm.pieces[r.piece], within, r.state_offset + within);
         runs.push_back({s, global, global + length, prm.numel(), r.param, 0});
       }
     }
@@ -374,6 +390,22 @@ struct ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::SegmentTable {
     for (std::size_t k = 0; k < num_slots; ++k) s.slot[k] = plan.state[k].size() ? plan.state[k].data() + state_offset : nullptr;
     return s;
   }
+  // Points `s` at elements [at, at + s.size) of piece `pc` of `prm`: the parameter and its gradient
+  // in their memory; for a 16-bit parameter, its master weights (at `state_offset`, like its state)
+  // stepped from its 16-bit gradient (or, reduced first, its float32 one in grad32) and rounded
+  // into its 16-bit memory.
+  void place(detail::Segment<T, num_slots>& s, const Param& prm, const detail::Piece& pc, std::int64_t at, std::int64_t state_offset) const {
+    if (has_master(prm)) {
+      s.param = plan.state[master_slot].data() + state_offset;
+      s.grad = clipped.pre_reduced ? plan.grad32.data() + state_offset : nullptr;  // reduced there by reduce_lane
+      s.grad16 = clipped.pre_reduced ? nullptr : element<T>(prm, pc.grad, at);
+      s.out16 = element<T>(prm, pc.value, at);
+      s.storage = detail::storage_of(prm.dtype);
+    } else {
+      s.param = static_cast<T*>(pc.value) + at;
+      s.grad = static_cast<const T*>(pc.grad) + at;
+    }
+  }
 };
 
 // One step of the element type T: each bucket in turn (pack, reduce, update, and under a
@@ -390,8 +422,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_lane(Lane<T>& plan, c
     const auto& prm = params_[r.param];
     if (r.packed || !prm.grad_present) continue;
     auto s = segment(prm, r.state_offset, static_cast<std::size_t>(r.length));
-    s.param = static_cast<T*>(prm.pieces[r.piece].value);
-    s.grad = static_cast<const T*>(prm.pieces[r.piece].grad);
+    segment.place(s, prm, prm.pieces[r.piece], 0, r.state_offset);
     segs.push_back(s);
   }
   // This rank's scalars are all known before the first launch (the packed parameters' are added
@@ -415,17 +446,17 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::step_lane(Lane<T>& plan, c
     std::vector<Run> absent;  // not stepped, but the all-gather still carries this rank's part of it
     for (const auto& u : plan.layout.buckets[b].update) {
       const auto& prm = params_[u.param];
-      T* value = static_cast<T*>(prm.pieces[0].value) + u.src;
       if (!prm.grad_present) {
-        if (parted) absent.push_back({mine + u.at, value, static_cast<std::size_t>(u.length)});
+        if (parted)
+          absent.push_back({mine + u.at, element<T>(prm, prm.pieces[0].value, u.src), static_cast<std::size_t>(u.length),
+                            detail::Storage::lane, detail::storage_of(prm.dtype)});
         continue;
       }
       auto s = segment(prm, u.state_offset, static_cast<std::size_t>(u.length));
-      s.param = value;
-      if (clipped.pre_reduced) {
-        s.grad = static_cast<const T*>(prm.pieces[0].grad) + u.src;  // reduced and averaged there by clip_lane
-      } else {
+      segment.place(s, prm, prm.pieces[0], u.src, u.state_offset);  // the gradient reduced and averaged there by reduce_lane
+      if (!clipped.pre_reduced) {  // or from the bucket
         s.grad = reduced(b) + u.at;
+        s.grad16 = nullptr;
         s.grad_divisor = divisor;
       }
       s.mirror = parted ? mine + u.at : nullptr;
