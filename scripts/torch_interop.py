@@ -104,9 +104,11 @@ CASES = [
 # Repeated with the tool on 2 ranks: (case index, dtype, layout)
 MPI_CASES = [(4, "float32", "FlatPartition"), (8, "float64", "FlatPartition"), (0, "float32", "ChunkRows"),
              (10, "float32", "ChunkRows")]
-# 16-bit parameters, float32 masters: (case index, dtype, layout, ranks)
+# 16-bit parameters, float32 masters: (case index, dtype, layout, ranks[, GradScaler arguments])
+SCALER = {"init_scale": 1024.0, "growth_interval": 2}  # grows at steps 2, 4, 6: its state changes across the files
 MIXED_CASES = [(0, "bfloat16", None, 1), (4, "bfloat16", None, 1), (6, "float16", None, 1), (8, "float16", None, 1),
-               (3, "bfloat16", None, 1), (4, "float16", "FlatPartition", 2), (8, "bfloat16", "ChunkRows", 2)]
+               (3, "bfloat16", None, 1), (4, "float16", "FlatPartition", 2), (8, "bfloat16", "ChunkRows", 2),
+               (6, "bfloat16", None, 1, SCALER), (4, "float16", "FlatPartition", 2, SCALER)]
 
 
 class Failure(Exception):
@@ -243,9 +245,10 @@ def read_checkpoint(path, algo, options, dtype, extra_slots=frozenset()):
     return steps, slots
 
 
-def write_checkpoint(path, algo, opt, params, masters=False):
+def write_checkpoint(path, algo, opt, params, masters=False, scaler=None):
     """Writes torch optimizer `opt`'s state in shardopt's checkpoint format; with `masters`, its
-    parameters (float32 masters of 16-bit ones) as slot master."""
+    parameters (float32 masters of 16-bit ones) as slot master; with `scaler` (a GradScaler), its
+    state_dict() as the metadata entry shardopt.grad_scaler."""
     group = opt.param_groups[0]
     tensors = {}
     for name, p in zip(NAMES, params):
@@ -260,8 +263,17 @@ def write_checkpoint(path, algo, opt, params, masters=False):
         step = int(state["step"]) if "step" in state else N_STEPS
         tensors["state.%s.step" % name] = torch.tensor(step, dtype=torch.int64)
     groups = [{"options": shardopt_options(algo, group), "params": NAMES}]
-    save_file(tensors, path, metadata={"shardopt.format": "1", "shardopt.algorithm": algo,
-                                       "shardopt.param_groups": json.dumps(groups)})
+    metadata = {"shardopt.format": "1", "shardopt.algorithm": algo, "shardopt.param_groups": json.dumps(groups)}
+    if scaler is not None:
+        metadata["shardopt.grad_scaler"] = json.dumps(scaler.state_dict())
+    save_file(tensors, path, metadata=metadata)
+
+
+def read_scaler_state(path):
+    """The GradScaler state a shardopt checkpoint holds (torch's state_dict() keys), or None."""
+    with safe_open(path, framework="pt") as f:
+        text = (f.metadata() or {}).get("shardopt.grad_scaler")
+    return None if text is None else json.loads(text)
 
 
 def load_into_torch(opt, params, steps, slots, algo):
@@ -384,10 +396,12 @@ class Tool:
                 pass
 
     def run(self, algo, dtype_name, options, first, last, params_out, load=None, params_in=None, save=None,
-            layout=None, ranks=1):
+            layout=None, ranks=1, scaler=None):
         cmd = [self.path, "run", "--algo", algo, "--dtype", dtype_name, "--options", fmt_options(options),
                "--from", str(first), "--to", str(last), "--params-out", params_out]
-        for flag, value in (("--load", load), ("--params-in", params_in), ("--save", save), ("--layout", layout)):
+        scaler = fmt_options(scaler) if scaler else None
+        for flag, value in (("--load", load), ("--params-in", params_in), ("--save", save), ("--layout", layout),
+                            ("--grad-scaler", scaler)):
             if value is not None:
                 cmd += [flag, value]
         if ranks > 1:
@@ -494,20 +508,29 @@ def run_case(tool, workdir, algo, torch_opts, dtype_name, layout=None, ranks=1, 
     return ta, tb
 
 
-def recipe_steps(opt, params, masters, first, last, dtype):
+def recipe_steps(opt, params, masters, first, last, dtype, scaler=None):
     """torch's float32-master recipe: the masters' gradients the 16-bit ones widened, the
-    parameters the stepped masters rounded."""
+    parameters the stepped masters rounded. With `scaler` (torch.amp.GradScaler), the 16-bit
+    gradients are the float32 ones times its scale, and scaler.step(opt); scaler.update()."""
     with torch.no_grad():
         for k in range(first, last + 1):
+            # scaler.scale(loss) as a training step would (it also starts the scaler's tensors)
+            scale = float(scaler.scale(torch.ones((), dtype=torch.float32))) if scaler is not None else 1.0
             for t, m in enumerate(masters):
-                m.grad = gradient(k, t, torch.float32).to(dtype).float()
-            opt.step()
+                m.grad = (gradient(k, t, torch.float32) * scale).to(dtype).float()
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
             for p, m in zip(params, masters):
                 p.copy_(m.to(dtype))
 
 
-def run_mixed_case(tool, workdir, algo, torch_opts, dtype_name, layout=None, ranks=1):
-    """(a) and (b) for 16-bit parameters against torch's float32-master recipe."""
+def run_mixed_case(tool, workdir, algo, torch_opts, dtype_name, layout=None, ranks=1, scaler_opts=None):
+    """(a) and (b) for 16-bit parameters against torch's float32-master recipe; with `scaler_opts`
+    (torch.amp.GradScaler's arguments), with a GradScaler on both sides whose state travels in the
+    checkpoints (shardopt.grad_scaler) and must equal torch's."""
     dtype = MIXED_DTYPES[dtype_name]
     ta, tb = Tally(), Tally()
     f = lambda name: os.path.join(workdir, name)  # noqa: E731
@@ -521,13 +544,24 @@ def run_mixed_case(tool, workdir, algo, torch_opts, dtype_name, layout=None, ran
     ref_m = [p.float().requires_grad_(True) for p in ref]
     ref_opt = new_torch_optimizer(algo, ref_m, torch_opts)
     options = shardopt_options(algo, ref_opt.param_groups[0])
-    recipe_steps(ref_opt, ref, ref_m, 1, N_STEPS, dtype)
-    write_checkpoint(f("ck_torch.safetensors"), algo, ref_opt, ref_m, masters=True)
+    new_scaler = lambda: torch.amp.GradScaler("cpu", **scaler_opts) if scaler_opts else None  # noqa: E731
+    ref_scaler = new_scaler()
+    recipe_steps(ref_opt, ref, ref_m, 1, N_STEPS, dtype, ref_scaler)
+    write_checkpoint(f("ck_torch.safetensors"), algo, ref_opt, ref_m, masters=True, scaler=ref_scaler)
     write_params(f("p3_torch.safetensors"), ref)
     ref3 = [p.clone() for p in ref]
+    ref_scaler3 = ref_scaler.state_dict() if ref_scaler else None
+
+    def check_scaler(tally, what, path, scaler):
+        if scaler is not None:
+            tally.exact("%s: the GradScaler state in %s" % (what, os.path.basename(path)), read_scaler_state(path),
+                        scaler.state_dict())
 
     # (a) shardopt steps 1..3 and saves: torch's masters, state and 16-bit parameters after 1..3.
-    tool.run(algo, dtype_name, options, 0, N_STEPS, f("p3.safetensors"), save=f("ck.safetensors"), layout=layout, ranks=ranks)
+    tool.run(algo, dtype_name, options, 0, N_STEPS, f("p3.safetensors"), save=f("ck.safetensors"), layout=layout, ranks=ranks,
+             scaler=scaler_opts)
+    if ref_scaler is not None:
+        ta.exact("(a) the GradScaler state after step %d" % N_STEPS, read_scaler_state(f("ck.safetensors")), ref_scaler3)
     steps_a, slots_a = read_checkpoint(f("ck.safetensors"), algo, options, torch.float32, master)
     masters_a, slots_a = split(slots_a)
     p3 = read_params(f("p3.safetensors"), dtype)
@@ -535,18 +569,23 @@ def run_mixed_case(tool, workdir, algo, torch_opts, dtype_name, layout=None, ran
         ta.compare16("(a) parameter %s after step %d" % (name, N_STEPS), p3[t], ref3[t])
         ta.compare("(a) master of %s after step %d" % (name, N_STEPS), masters_a[name], ref_m[t].detach())
     ta.compare_state("(a) checkpoint after step %d" % N_STEPS, steps_a, slots_a, ref_opt, ref_m, N_STEPS)
-    recipe_steps(ref_opt, ref, ref_m, N_STEPS + 1, last, dtype)  # torch's own 4..6
+    recipe_steps(ref_opt, ref, ref_m, N_STEPS + 1, last, dtype, ref_scaler)  # torch's own 4..6
 
-    # (a) torch takes shardopt's masters and state and steps 4..6; shardopt loads and steps 4..6.
+    # (a) torch takes shardopt's masters, state (and scaler) and steps 4..6; shardopt loads and steps 4..6.
     pa = [p.clone() for p in p3]
     ma = [masters_a[n].clone().requires_grad_(True) for n in NAMES]
     opt_a = new_torch_optimizer(algo, ma, torch_opts)
     load_into_torch(opt_a, ma, steps_a, slots_a, algo)
-    recipe_steps(opt_a, pa, ma, N_STEPS + 1, last, dtype)
-    def resume(tally, part, load, params_in, out, params, masters, opt):
+    scaler_a = new_scaler()
+    if scaler_a is not None:
+        scaler_a.load_state_dict(read_scaler_state(f("ck.safetensors")))
+    recipe_steps(opt_a, pa, ma, N_STEPS + 1, last, dtype, scaler_a)
+
+    def resume(tally, part, load, params_in, out, params, masters, opt, scaler):
         """shardopt loads `load`, steps 4..6 from `params_in`; compared with torch's run."""
         tool.run(algo, dtype_name, options, N_STEPS, last, f("p6%s.safetensors" % out), load=f(load),
-                 params_in=f(params_in), save=f("ck6%s.safetensors" % out), layout=layout, ranks=ranks)
+                 params_in=f(params_in), save=f("ck6%s.safetensors" % out), layout=layout, ranks=ranks, scaler=scaler_opts)
+        check_scaler(tally, "(%s) after step %d" % (part, last), f("ck6%s.safetensors" % out), scaler)
         p6 = read_params(f("p6%s.safetensors" % out), dtype)
         steps6, slots6 = read_checkpoint(f("ck6%s.safetensors" % out), algo, options, torch.float32, master)
         masters6, slots6 = split(slots6)
@@ -555,9 +594,9 @@ def run_mixed_case(tool, workdir, algo, torch_opts, dtype_name, layout=None, ran
             tally.compare("(%s) master of %s after step %d" % (part, name, last), masters6[name], masters[t].detach())
         tally.compare_state("(%s) state after step %d" % (part, last), steps6, slots6, opt, masters, last)
 
-    resume(ta, "a", "ck.safetensors", "p3.safetensors", "", pa, ma, opt_a)
-    # (b) shardopt loads torch's masters and state and steps 4..6; torch went on from its own.
-    resume(tb, "b", "ck_torch.safetensors", "p3_torch.safetensors", "_from_torch", ref, ref_m, ref_opt)
+    resume(ta, "a", "ck.safetensors", "p3.safetensors", "", pa, ma, opt_a, scaler_a)
+    # (b) shardopt loads torch's masters and state (and scaler) and steps 4..6; torch went on from its own.
+    resume(tb, "b", "ck_torch.safetensors", "p3_torch.safetensors", "_from_torch", ref, ref_m, ref_opt, ref_scaler)
     for t in (ta, tb):
         if getattr(t, "unequal16", 0) * 100 > getattr(t, "compared16", 0):
             t.errors.append("%d of %d 16-bit parameters differ from torch's (more than 1%%)" % (t.unequal16, t.compared16))
@@ -582,25 +621,27 @@ def main():
     print("torch_interop: torch %s, steps 1..%d then %d..%d, tool %s" % (
         torch.__version__, N_STEPS, N_STEPS + 1, N_STEPS + M_STEPS, args.tool))
 
-    runs = [(c, d, None, 1) for c in range(len(CASES)) for d in DTYPES]
+    runs = [(c, d, None, 1, None) for c in range(len(CASES)) for d in DTYPES]
     if mpiexec:
-        runs += [(c, d, layout, 2) for c, d, layout in MPI_CASES]
+        runs += [(c, d, layout, 2, None) for c, d, layout in MPI_CASES]
     else:
         print("torch_interop: no mpiexec: the 2-rank cases are skipped")
-    runs += [(c, d, layout, ranks) for c, d, layout, ranks in MIXED_CASES if ranks == 1 or mpiexec]
+    runs += [(m + (None,))[:5] for m in MIXED_CASES if m[3] == 1 or mpiexec]
     failed = 0
-    for c, dtype_name, layout, ranks in runs:
+    for c, dtype_name, layout, ranks, scaler in runs:
         algo, torch_opts = CASES[c]
         label = "%-7s %s %s" % (algo, dtype_name, ",".join("%s=%s" % kv for kv in torch_opts.items()))
         if ranks > 1:
             label += " [%d ranks, %s]" % (ranks, layout)
-        tag = "%02d_%s" % (c, dtype_name) + ("_np%d_%s" % (ranks, layout) if ranks > 1 else "")
+        if scaler:
+            label += " [GradScaler %s]" % fmt_options(scaler)
+        tag = "%02d_%s" % (c, dtype_name) + ("_np%d_%s" % (ranks, layout) if ranks > 1 else "") + ("_scaler" if scaler else "")
         workdir = os.path.join(args.workdir, tag)
         os.makedirs(workdir, exist_ok=True)
         single = os.path.join(args.workdir, "%02d_%s" % (c, dtype_name)) if ranks > 1 else None
         try:
             if dtype_name in MIXED_DTYPES:
-                tallies = run_mixed_case(tool, workdir, algo, torch_opts, dtype_name, layout, ranks)
+                tallies = run_mixed_case(tool, workdir, algo, torch_opts, dtype_name, layout, ranks, scaler)
             else:
                 tallies = run_case(tool, workdir, algo, torch_opts, dtype_name, layout, ranks, single)
         except ToolError as exc:

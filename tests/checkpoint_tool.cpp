@@ -6,12 +6,16 @@
 //                       --options k=v,k=v,... --from A --to B --params-out FILE
 //                       [--load CKPT] [--params-in FILE] [--save CKPT]
 //                       [--layout Replicated|DataParallel|FlatPartition|ChunkRows]
+//                       [--grad-scaler init_scale=S,growth_interval=N]
 //
 // Parameters t0, t1, t2 of shapes [5], [2, 3], [2, 1, 2] (16-bit ones with float32 master weights,
 // the values and gradients rounded to float32 first) start at test::initial_value(t, i) or
 // the tensors of --params-in (safetensors). Then: opt.load(CKPT) if --load; steps k = A+1..B with
 // gradients test::gradient_value(t, i, k) on every rank; opt.save(CKPT) if --save; rank 0
-// writes the parameters to --params-out (safetensors, tensors t0, t1, t2). Options are
+// writes the parameters to --params-out (safetensors, tensors t0, t1, t2). With --grad-scaler, a
+// shardopt::GradScaler goes along: loaded and saved with the checkpoint (load(CKPT, scaler),
+// save(CKPT, scaler)), the gradients multiplied by its scale (in float32, before the rounding to
+// a 16-bit type), each step opt.step(scaler). Options are
 // shardopt's names (Adam's betas as beta1, beta2), booleans as true/false or 1/0. Runs under
 // comm::Mpi(MPI_COMM_WORLD) at any number of ranks (comm::Serial when built without MPI).
 // Exit status: 0 done, 1 an error from shardopt or a file, 2 bad arguments.
@@ -48,7 +52,8 @@ constexpr const char* usage =
     "usage: checkpoint_tool run --algo SGD|Adagrad|Adam|AdamW|RMSprop|NAdam --dtype float32|float64|bfloat16|float16\n"
     "                           --options k=v,k=v,... --from A --to B --params-out FILE\n"
     "                           [--load CKPT] [--params-in FILE] [--save CKPT]\n"
-    "                           [--layout Replicated|DataParallel|FlatPartition|ChunkRows]\n";
+    "                           [--layout Replicated|DataParallel|FlatPartition|ChunkRows]\n"
+    "                           [--grad-scaler init_scale=S,growth_interval=N]\n";
 
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -68,6 +73,7 @@ struct Args {
   std::vector<std::pair<std::string, double>> options;
   std::int64_t from = -1, to = -1;
   std::optional<std::string> load, params_in, save;
+  std::optional<shardopt::GradScaler::Options> scaler;
 };
 
 std::int64_t parse_int(const std::string& flag, const std::string& s) {
@@ -102,6 +108,17 @@ std::vector<std::pair<std::string, double>> parse_options(const std::string& tex
   return out;
 }
 
+// --grad-scaler's options: init_scale and growth_interval (the others torch's defaults).
+shardopt::GradScaler::Options parse_scaler(const std::string& text) {
+  shardopt::GradScaler::Options o;
+  for (const auto& [k, v] : parse_options(text)) {
+    if (k == "init_scale") o.init_scale = v;
+    else if (k == "growth_interval") o.growth_interval = static_cast<std::int64_t>(v);
+    else throw UsageError("--grad-scaler: no option '" + k + "' (its options: init_scale, growth_interval)");
+  }
+  return o;
+}
+
 Args parse_args(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) != "run")
     throw UsageError(argc < 2 ? "no command given" : "unknown command '" + std::string(argv[1]) + "' (the only one is 'run')");
@@ -121,6 +138,7 @@ Args parse_args(int argc, char** argv) {
     else if (flag == "--save") a.save = value;
     else if (flag == "--params-out") a.params_out = value;
     else if (flag == "--layout") a.layout = value;
+    else if (flag == "--grad-scaler") a.scaler = parse_scaler(value);
     else throw UsageError("unknown argument '" + flag + "'");
   }
   if (a.algo.empty()) throw UsageError("--algo is required");
@@ -226,13 +244,17 @@ void run(const Args& a, const typename Algo::Options& options) {
     test::from_host(grad ? g1 : p1, v[1]);
     test::from_host(grad ? g2 : p2, v[2]);
   };
-  auto by_formula = [](auto value) {
+  std::optional<shardopt::GradScaler> scaler;
+  if (a.scaler) scaler.emplace(*a.scaler);
+  auto by_formula = [](auto value, double scale = 1.0) {
     std::vector<std::vector<T>> v(3);
     for (std::size_t t = 0; t < 3; ++t)
       for (std::int64_t i = 0; i < numel(t); ++i) {
         const double x = value(static_cast<std::int64_t>(t), i);
-        if constexpr (sizeof(T) == 2) v[t].push_back(T(static_cast<float>(x)));  // through float32, as the golden recipe
-        else v[t].push_back(static_cast<T>(x));
+        if constexpr (sizeof(T) == 2)  // through float32, as the golden recipe
+          v[t].push_back(T(static_cast<float>(x) * static_cast<float>(scale)));
+        else
+          v[t].push_back(static_cast<T>(x) * static_cast<T>(scale));
       }
     return v;
   };
@@ -249,7 +271,8 @@ void run(const Args& a, const typename Algo::Options& options) {
   opt.add_param(names[2], p2, g2);
 
   if (a.load) {
-    opt.load(*a.load);
+    if (scaler) opt.load(*a.load, *scaler);
+    else opt.load(*a.load);
     for (const char* n : names)
       if (opt.step_count(n) != a.from)
         throw shardopt::InvalidArgument("--from " + std::to_string(a.from) + ", but in the checkpoint " + *a.load +
@@ -257,10 +280,14 @@ void run(const Args& a, const typename Algo::Options& options) {
   }
   for (std::int64_t k = a.from + 1; k <= a.to; ++k) {
     opt.zero_grad(false);
-    set(by_formula([k](std::int64_t t, std::int64_t i) { return test::gradient_value(t, i, k); }), true);
-    opt.step();
+    set(by_formula([k](std::int64_t t, std::int64_t i) { return test::gradient_value(t, i, k); }, scaler ? scaler->scale() : 1.0), true);
+    if (scaler) opt.step(*scaler);
+    else opt.step();
   }
-  if (a.save) opt.save(*a.save);
+  if (a.save) {
+    if (scaler) opt.save(*a.save, *scaler);
+    else opt.save(*a.save);
+  }
   if (comm.rank() == 0) write_params<T>(a.params_out, {test::to_host<T>(p0), test::to_host<T>(p1), test::to_host<T>(p2)});
 }
 

@@ -694,14 +694,15 @@ struct Model16 {
     for (std::size_t i = 0; i < n; ++i) v[i] = T(static_cast<float>(f(static_cast<std::int64_t>(i))));
     return v;
   }
-  void step(int k) {
+  void step(int k, so::GradScaler* scaler = nullptr) {
     const int r = comm.rank();
     test::from_host(ga, values<so::bfloat16>(0, ga.size(), [&](std::int64_t i) { return test::gradient_value(7 * r, i, k); }));
     test::from_host(gb, values<so::float16>(1, gb.size(), [&](std::int64_t i) { return test::gradient_value(1 + 7 * r, i, k); }));
     test::from_host(gc, values<float>(2, gc.size(), [&](std::int64_t i) { return test::gradient_value(2 + 7 * r, i, k); }));
     for (auto& s : e.local_shards())
       test::from_host(s.grad, values<so::bfloat16>(3, s.grad.size(), [&](std::int64_t i) { return test::gradient_value(3, s.metadata.offsets[0] * 4 + i, k); }));
-    opt->step();
+    if (scaler) opt->step(*scaler);
+    else opt->step();
   }
   template <class Other>
   void copy_params_from(const Other& o) {
@@ -769,6 +770,69 @@ BOOST_AUTO_TEST_CASE(sixteen_bit_master_weights_travel_with_the_state) {
   auto wrong = full;
   wrong.state.at("c").slots["master"] = wrong.state.at("c").slots.at("exp_avg");
   expect_rejected(*first.opt, wrong, {"parameter 'c': the state has master weights (slot master) but the parameter is float32"}, full);
+}
+
+// save(path, scaler) keeps the GradScaler's state beside the optimizer's, load(path, scaler)
+// resumes both: under another layout, the scales and the parameters go on as in a run that never
+// stopped. An enabled scaler cannot load from a file without scaler state (nothing changes); a
+// disabled one takes nothing; ranks whose scalers or calls differ fail together.
+BOOST_AUTO_TEST_CASE(grad_scaler_travels_with_the_checkpoint) {
+  TempDir dir;
+  const so::GradScaler::Options o{.init_scale = 1024.0, .growth_interval = 3};
+  so::GradScaler straight_scaler(o), first_scaler(o);
+  Model16<layout::FlatPartition> straight(MPI_COMM_WORLD), first(MPI_COMM_WORLD);
+  for (int k = 1; k <= 5; ++k) straight.step(k, &straight_scaler);
+  for (int k = 1; k <= 2; ++k) first.step(k, &first_scaler);
+  BOOST_TEST(first_scaler.growth_tracker() == 2);
+  const std::string with = dir.path + "/with.safetensors", without = dir.path + "/without.safetensors";
+  first.opt->save(with, first_scaler);
+  first.opt->save(without);
+
+  // Resumed under ChunkRows: the scaler as saved (a fresh one with other options takes all of it).
+  Model16<layout::ChunkRows> second(MPI_COMM_WORLD);
+  second.copy_params_from(first);
+  so::GradScaler resumed({.init_scale = 8.0, .growth_factor = 4.0, .growth_interval = 100});
+  second.opt->load(with, resumed);
+  BOOST_TEST((resumed.state_dict() == first_scaler.state_dict()));
+  for (int k = 3; k <= 5; ++k) second.step(k, &resumed);
+  BOOST_TEST(resumed.scale() == 2048.0);  // grown at the third stepped step, as the straight run's
+  BOOST_TEST((resumed.state_dict() == straight_scaler.state_dict()));
+  BOOST_TEST(second.bits() == straight.bits(), boost::test_tools::per_element());
+
+  // load(path) of the same file: the optimizer alone. A disabled scaler takes nothing.
+  Model16<layout::DataParallel> third(MPI_COMM_WORLD);
+  third.opt->load(with);
+  check_same(first.opt->full_state_dict(), third.opt->full_state_dict(), "load(path) of a file with a scaler");
+  so::GradScaler off({.enabled = false});
+  third.opt->load(with, off);
+  BOOST_TEST(off.scale() == 1.0);
+
+  // An enabled scaler and a file without scaler state: rejected, nothing changed.
+  const auto before = third.opt->full_state_dict();
+  so::GradScaler fresh(o);
+  bool thrown = false;
+  try {
+    third.opt->load(without, fresh);
+  } catch (const so::InvalidArgument& e) {
+    thrown = true;
+    BOOST_TEST(std::string(e.what()).find("holds no GradScaler state") != std::string::npos, e.what());
+  }
+  BOOST_TEST(thrown);
+  BOOST_TEST((fresh.state_dict() == so::GradScaler(o).state_dict()));
+  check_same(before, third.opt->full_state_dict(), "unchanged");
+
+  if (world_size() < 2) return;
+  // Ranks that differ: a scaler on rank 0 only, or another scale on rank 1.
+  const bool root = first.comm.rank() == 0;
+  BOOST_CHECK_THROW(root ? third.opt->load(with, fresh) : third.opt->load(with), so::CollectiveMismatch);
+  BOOST_TEST((fresh.state_dict() == so::GradScaler(o).state_dict()));
+  check_same(before, third.opt->full_state_dict(), "unchanged after the mismatch");
+  const std::string other = dir.path + "/other.safetensors";
+  BOOST_CHECK_THROW(root ? first.opt->save(other, first_scaler) : first.opt->save(other), so::CollectiveMismatch);
+  so::GradScaler differing = first_scaler;
+  if (first.comm.rank() == 1) differing.set_scale(1.0);
+  BOOST_CHECK_THROW(first.opt->save(other, differing), so::CollectiveMismatch);
+  BOOST_TEST(!std::filesystem::exists(other));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

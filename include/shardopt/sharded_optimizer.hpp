@@ -459,7 +459,16 @@ class ShardedOptimizer {
   /// previous file intact. Stale temporary files of earlier interrupted saves are removed.
   /// PyTorch reads the file with `safetensors` (see scripts/torch_interop.py).
   /// @throws IoError on every rank if any rank fails; `path` is then unchanged.
-  void save(const std::string& path);
+  void save(const std::string& path) { save_checkpoint(path, nullptr); }
+
+  /// @brief save(path), with the state of `scaler` (torch's `scaler.state_dict()`: `scale`,
+  /// `growth_factor`, `backoff_factor`, `growth_interval`, `_growth_tracker`) in the header's
+  /// `__metadata__` as the JSON object `shardopt.grad_scaler`, so that load(path, scaler) resumes
+  /// the loss scale with the parameters (collective). A disabled scaler, as torch's, has no state:
+  /// the file is then the one save(path) writes.
+  /// @throws CollectiveMismatch on every rank, writing nothing, if the ranks' scalers differ or
+  ///         some rank calls save(path) without one; IoError as save(path).
+  void save(const std::string& path, const GradScaler& scaler) { save_checkpoint(path, &scaler); }
 
   /// @brief Loads a checkpoint written by save() under any layout and world size (collective).
   ///
@@ -468,7 +477,16 @@ class ShardedOptimizer {
   /// reads only the elements it keeps. Replaces the state, step counts and param-group options.
   /// @throws IoError for a missing, truncated or corrupt file, InvalidArgument if it does not fit
   ///         this optimizer (every problem listed); on every rank, with nothing changed.
-  void load(const std::string& path);
+  void load(const std::string& path) { load_checkpoint(path, nullptr); }
+
+  /// @brief load(path), and `scaler` takes the state save(path, scaler) wrote beside the
+  /// optimizer's (`shardopt.grad_scaler`; torch's `scaler.load_state_dict()`). A disabled scaler
+  /// takes nothing, as torch's. The optimizer and the scaler change together or not at all.
+  /// @throws InvalidArgument on every rank, with nothing changed, if `scaler` is enabled and the
+  ///         file holds no scaler state (saved without a scaler, or with a disabled one) or one
+  ///         GradScaler::load_state_dict() rejects; CollectiveMismatch if some rank calls
+  ///         load(path) without a scaler; otherwise as load(path).
+  void load(const std::string& path, GradScaler& scaler) { load_checkpoint(path, &scaler); }
 
   /// Bytes of optimizer state this rank holds.
   std::size_t state_bytes() const {
@@ -705,6 +723,8 @@ class ShardedOptimizer {
   static bool is_bool_option(std::string_view name);
   std::vector<std::vector<double>> stage_from_dict(const StateDict& sd, const Incoming& in);
   void commit_loaded(const Incoming& in, std::vector<std::vector<double>> staged);
+  void save_checkpoint(const std::string& path, const GradScaler* scaler);
+  void load_checkpoint(const std::string& path, GradScaler* scaler);
   template <class T>
   std::array<Kokkos::View<T*, memory_space>, all_slots> loaded_state(const Lane<T>& plan, const Incoming& in,
                                                                     const std::vector<std::vector<double>>& staged) const;
@@ -722,7 +742,7 @@ class ShardedOptimizer {
     if (r.packed && strategy() == Strategy::partitioned) return true;  // the owner
     return comm_.rank() == 0;                                          // copies: rank 0
   }
-  detail::FileLayout file_layout() const;
+  detail::FileLayout file_layout(const std::string& grad_scaler) const;  // grad_scaler: its JSON, or empty
   template <class T, class File>
   void write_owned(File& f, std::size_t i, std::size_t k, std::uint64_t base, detail::st::Checksum& sum) const;
   void verify_checksums(const std::map<std::string, std::string>& sums, const std::string& path,

@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
@@ -22,6 +23,7 @@
 #include <shardopt/detail/format.hpp>
 #include <shardopt/detail/lanes.hpp>
 #include <shardopt/detail/safetensors.hpp>
+#include <shardopt/grad_scaler.hpp>
 #include <shardopt/state_dict.hpp>
 
 namespace shardopt::detail {
@@ -52,6 +54,42 @@ inline std::map<std::string, std::string> checksums_of(const st::Header& h, cons
   for (const auto& [key, t] : h.tensors)
     if (!out.count(key)) st::fail(path, "shardopt.checksums has no checksum of " + quote(key));
   return out;
+}
+
+/// The `__metadata__` key of a GradScaler's state (save(path, scaler)).
+inline constexpr const char* grad_scaler_key = "shardopt.grad_scaler";
+
+/// A GradScaler's state as the JSON object of torch's `scaler.state_dict()` (its keys and types).
+inline std::string grad_scaler_json(const GradScaler::State& s) {
+  return nlohmann::json{{"scale", s.scale},
+                        {"growth_factor", s.growth_factor},
+                        {"backoff_factor", s.backoff_factor},
+                        {"growth_interval", s.growth_interval},
+                        {"_growth_tracker", s.growth_tracker}}
+      .dump();
+}
+
+/// The GradScaler state of a file's header; empty if it has none. Its values are checked by
+/// GradScaler::load_state_dict(), its form here.
+/// @throws IoError naming the entry if it is not such an object.
+inline std::optional<GradScaler::State> grad_scaler_of(const st::Header& h, const std::string& path) {
+  auto it = h.metadata.find(grad_scaler_key);
+  if (it == h.metadata.end()) return std::nullopt;
+  const auto j = nlohmann::json::parse(it->second, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) st::fail(path, std::string(grad_scaler_key) + " is not a JSON object");
+  auto number = [&](const char* key, bool integer) {
+    auto v = j.find(key);
+    if (v == j.end() || !(integer ? v->is_number_integer() : v->is_number()))
+      st::fail(path, std::string(grad_scaler_key) + " has no " + (integer ? "integer" : "number") + " '" + key + "'");
+    return v;
+  };
+  GradScaler::State s;
+  s.scale = number("scale", false)->template get<double>();
+  s.growth_factor = number("growth_factor", false)->template get<double>();
+  s.backoff_factor = number("backoff_factor", false)->template get<double>();
+  s.growth_interval = number("growth_interval", true)->template get<std::int64_t>();
+  s.growth_tracker = number("_growth_tracker", true)->template get<std::int64_t>();
+  return s;
 }
 
 [[noreturn]] inline void checksum_mismatch(const std::string& path, const std::string& tensors) {

@@ -21,7 +21,7 @@
 namespace shardopt {
 
 template <class Algo, class Layout, class Comm, class ExecSpace>
-void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::save(const std::string& path) {
+void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::save_checkpoint(const std::string& path, const GradScaler* scaler) {
   require_live("save");
   detail::LocalError err;
   if (path.empty()) err = {detail::LocalError::invalid_argument, "save(): the path is empty"};
@@ -30,9 +30,11 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::save(const std::string& pa
   } catch (const InvalidArgument& e) {
     if (!err) err = {detail::LocalError::invalid_argument, std::string("save(): ") + e.what()};
   }
-  agree(detail::Op::save, err);
+  // The scaler's state is part of what the ranks agree on: rank 0 writes it for all of them.
+  const std::string scaler_state = scaler && scaler->is_enabled() ? detail::grad_scaler_json(scaler->state_dict()) : std::string();
+  agree(detail::Op::save, err, scaler_state.empty() ? std::string() : "\nGradScaler " + scaler_state);
   replan_if_needed();
-  detail::FileLayout layout = file_layout();
+  detail::FileLayout layout = file_layout(scaler_state);
   // The temporary file is named after the process that creates it (rank 0), so that another
   // writer's cleanup can tell whether it is still being written (detail::st::stale_temp).
   std::string suffix = comm_.rank() == 0 ? detail::st::temp_suffix() : std::string();
@@ -130,7 +132,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::save(const std::string& pa
 }
 
 template <class Algo, class Layout, class Comm, class ExecSpace>
-void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::load(const std::string& path) {
+void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::load_checkpoint(const std::string& path, GradScaler* scaler) {
   require_live("load");
   detail::LocalError err;
   std::optional<detail::st::File> file;
@@ -138,6 +140,8 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::load(const std::string& pa
   std::map<std::string, std::string> checksums;
   StateDict sd;
   Incoming in;
+  const bool with_scaler = scaler && scaler->is_enabled();
+  std::optional<GradScaler> next_scaler;  // the scaler as it will be, taken with the state
   const std::string where = "load(" + detail::quote(path) + ")";
   try {
     file.emplace(path, O_RDONLY);
@@ -145,6 +149,18 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::load(const std::string& pa
     checksums = detail::checksums_of(header, path);
     sd = detail::dict_from_header(*file, header, checksums, path, detail::scalar_state_names_of<Algo>());
     in = check_incoming(sd, false, where);
+    if (with_scaler) {
+      const auto s = detail::grad_scaler_of(header, path);
+      if (!s)
+        throw InvalidArgument(where + ": the file holds no GradScaler state (it was saved without a scaler, or with a "
+                              "disabled one), so the scaler cannot resume from it; load(path) loads the optimizer alone");
+      next_scaler = *scaler;
+      try {
+        next_scaler->load_state_dict(*s);
+      } catch (const InvalidArgument& e) {
+        throw InvalidArgument(where + ": its " + detail::grad_scaler_key + ": " + e.what());
+      }
+    }
   } catch (const InvalidArgument& e) {
     err = {detail::LocalError::invalid_argument, e.what()};
   } catch (const IoError& e) {
@@ -152,7 +168,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::load(const std::string& pa
   } catch (const std::exception& e) {
     err = {detail::LocalError::other, where + ": " + e.what()};
   }
-  const std::string incoming = detail::describe_incoming(sd);
+  const std::string incoming = detail::describe_incoming(sd) + (with_scaler ? "\nwith a GradScaler" : "");
   agree(detail::Op::load, err, incoming);
   replan_if_needed();
   std::vector<std::vector<double>> staged;
@@ -160,11 +176,13 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::load(const std::string& pa
   io_phase(detail::Op::load, [] {}, [&] { staged = stage_from_file(*file, header, sums); }, incoming);
   verify_checksums(checksums, path, detail::all_reduce_checksums(comm_, sums));  // the same verdict on every rank
   commit_loaded(in, std::move(staged));
+  if (next_scaler) *scaler = *next_scaler;
 }
 
-// The file's header, the same on every rank: tensors in registration order, slots, then the step.
+// The file's header, the same on every rank: tensors in registration order, slots, then the step;
+// `grad_scaler` (a GradScaler's JSON, or empty) in the metadata.
 template <class Algo, class Layout, class Comm, class ExecSpace>
-detail::FileLayout ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::file_layout() const {
+detail::FileLayout ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::file_layout(const std::string& grad_scaler) const {
   detail::FileLayout f;
   std::uint64_t at = 0;
   f.checksums = nlohmann::json::object();
@@ -203,6 +221,7 @@ detail::FileLayout ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::file_layout(
                        {"shardopt.algorithm", std::string(Algo::name)},
                        {"shardopt.param_groups", groups.dump()},
                        {"shardopt.checksums", f.checksums.dump()}};
+  if (!grad_scaler.empty()) f.header.metadata[detail::grad_scaler_key] = grad_scaler;
   f.header.data_start = detail::st::encode(f.header).size();
   f.header.data_size = at;
   return f;
