@@ -15,6 +15,24 @@
 #include <tuple>
 
 namespace so = shardopt;
+
+// Users' 16-bit types (a struct of the bits), declared the bits of shardopt's.
+namespace test_alias {
+struct Bf16 {
+  std::uint16_t bits;
+};
+struct F16 {
+  std::uint16_t bits;
+};
+}  // namespace test_alias
+template <>
+struct shardopt::element_alias<test_alias::Bf16> {
+  using type = shardopt::bfloat16;
+};
+template <>
+struct shardopt::element_alias<test_alias::F16> {
+  using type = shardopt::float16;
+};
 using so::comm::Serial;
 using so::layout::Replicated;
 
@@ -550,6 +568,68 @@ BOOST_AUTO_TEST_CASE(step_with_a_grad_scaler) {
   opt.step(off);
   ref.step();  // the same (unscaled) gradients
   BOOST_TEST(test::to_host<float>(w) == test::to_host<float>(wr), boost::test_tools::per_element());
+}
+
+// A user's own 16-bit types, declared the same bits as shardopt's (shardopt::element_alias, as
+// shardopt declares Kokkos' half_t and bhalf_t where they are 16-bit types): views and sharded
+// tensors of them are parameters, stepped bit for bit as those of shardopt's types.
+BOOST_AUTO_TEST_CASE(types_declared_the_same_bits_as_the_16_bit_types) {
+  using test_alias::Bf16;
+  using test_alias::F16;
+  static_assert(std::is_same_v<so::detail::element_t<Bf16>, so::bfloat16> && std::is_same_v<so::detail::element_t<F16>, so::float16>);
+  static_assert(std::is_same_v<so::detail::element_t<float>, float>);
+  SerialOpt<so::algo::Adam> mine(Serial{}, {.lr = 0.05, .weight_decay = 0.1}), ref(Serial{}, {.lr = 0.05, .weight_decay = 0.1});
+  Kokkos::View<Bf16**> a("a", 3, 4), ga("ga", 3, 4);
+  Kokkos::View<so::bfloat16**> ra("ra", 3, 4), rga("rga", 3, 4);
+  Kokkos::View<F16*> b("b", 5), gb("gb", 5);
+  Kokkos::View<so::float16*> rb("rb", 5), rgb("rgb", 5);
+  auto e = so::ShardedTensor<Bf16>::chunk(Serial{}, {4, 2}, 0);
+  auto re = so::ShardedTensor<so::bfloat16>::chunk(Serial{}, {4, 2}, 0);
+  // Both sides get the same bits: x(t, i, k) rounded to the 16-bit format.
+  auto set = [](auto alias, auto shardopt_view, int t, int k) {
+    using H = typename decltype(shardopt_view)::non_const_value_type;
+    using A = typename decltype(alias)::non_const_value_type;
+    std::vector<H> h(shardopt_view.size());
+    std::vector<A> x(h.size());
+    for (std::size_t i = 0; i < h.size(); ++i) {
+      h[i] = H(static_cast<float>(k == 0 ? test::initial_value(t, static_cast<std::int64_t>(i)) : test::gradient_value(t, static_cast<std::int64_t>(i), k)));
+      x[i] = A{h[i].bits()};
+    }
+    test::from_host(shardopt_view, h);
+    test::from_host(alias, x);
+  };
+  set(a, ra, 0, 0);
+  set(b, rb, 1, 0);
+  set(e.local_shards()[0].value, re.local_shards()[0].value, 2, 0);
+  mine.add_param("a", a, ga);
+  mine.add_param("b", b, gb);
+  mine.add_param("e", e);
+  ref.add_param("a", ra, rga);
+  ref.add_param("b", rb, rgb);
+  ref.add_param("e", re);
+  auto bits = [](const auto& v) {
+    std::vector<std::uint16_t> out;
+    using V = typename std::decay_t<decltype(v)>::non_const_value_type;
+    for (const auto& x : test::to_host<V>(v)) {
+      if constexpr (requires { x.bits(); }) out.push_back(x.bits());
+      else out.push_back(x.bits);
+    }
+    return out;
+  };
+  for (int k = 1; k <= 3; ++k) {
+    set(ga, rga, 0, k);
+    set(gb, rgb, 1, k);
+    set(e.local_shards()[0].grad, re.local_shards()[0].grad, 2, k);
+    mine.step();
+    ref.step();
+    BOOST_TEST(bits(a) == bits(ra), boost::test_tools::per_element());
+    BOOST_TEST(bits(b) == bits(rb), boost::test_tools::per_element());
+    BOOST_TEST(bits(e.local_shards()[0].value) == bits(re.local_shards()[0].value), boost::test_tools::per_element());
+  }
+  BOOST_TEST(bits(a) != bits(Kokkos::View<Bf16**>("fresh", 3, 4)));  // it moved
+  BOOST_TEST(mine.full_state_dict().state.at("a").dtype == "bfloat16");
+  BOOST_TEST(mine.full_state_dict().state.at("b").dtype == "float16");
+  BOOST_TEST(mine.local_state<float>("e", "master") == ref.local_state<float>("e", "master"), boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

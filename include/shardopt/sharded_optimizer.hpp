@@ -51,6 +51,23 @@
 
 namespace shardopt {
 
+// Kokkos' half types, where they are 16-bit types of their own (KOKKOS_HALF_T_IS_FLOAT false: the
+// CUDA, HIP and SYCL backends); elsewhere they are `float`, parameters already. The same formats.
+#if defined(KOKKOS_HALF_T_IS_FLOAT) && !KOKKOS_HALF_T_IS_FLOAT
+/// Kokkos' binary16 type: stepped as shardopt::float16.
+template <>
+struct element_alias<Kokkos::Experimental::half_t> {
+  using type = float16;  ///< IEEE binary16
+};
+#endif
+#if defined(KOKKOS_BHALF_T_IS_FLOAT) && !KOKKOS_BHALF_T_IS_FLOAT
+/// Kokkos' bfloat16 type: stepped as shardopt::bfloat16.
+template <>
+struct element_alias<Kokkos::Experimental::bhalf_t> {
+  using type = bfloat16;  ///< bfloat16
+};
+#endif
+
 /// @brief Gradient clipping by the global norm, as set by ShardedOptimizer::clip_grad_norm().
 struct ClipGradNorm {
   double max_norm;          ///< the largest total norm left unscaled (infinity: never scale, only measure)
@@ -174,8 +191,9 @@ class ShardedOptimizer {
 
   /// @brief Registers the whole tensor `param` with gradient `grad` under `name`, in group `group`.
   ///
-  /// Both are Kokkos views of rank 1 to 4 of float, double, shardopt::bfloat16 or shardopt::float16,
-  /// of the same type and shape, contiguous, in memory the execution space can access. The optimizer
+  /// Both are Kokkos views of rank 1 to 4 of float, double, shardopt::bfloat16 or shardopt::float16
+  /// (or a type declared the same bits as one of those two by shardopt::element_alias, as
+  /// Kokkos::Experimental::half_t and bhalf_t are on CUDA and HIP), of the same type and shape, contiguous, in memory the execution space can access. The optimizer
   /// keeps the views (and so the allocations) and updates `param` in place. The gradient starts
   /// present. 16-bit parameters are stepped through float32 master weights (slot `master`, sharded
   /// like the state, started from the parameter at its first step) and written back rounded.

@@ -76,6 +76,19 @@ void exercise(Comm comm) {
   Kokkos::View<so::bfloat16*, Mem> r("r", 12), gr("gr", 12);
   opt.add_param("r", r, gr);
   opt.add_param("half_sharded", so::ShardedTensor<so::float16, Mem>::chunk(comm, {5, 2}, 0));
+  // Kokkos' half types: 16-bit on CUDA and HIP, stepped as shardopt::float16 and bfloat16.
+  Kokkos::View<Kokkos::Experimental::half_t*, Mem> kh("kh", 6), gkh("gkh", 6);
+  opt.add_param("kokkos_half", kh, gkh);
+#if defined(KOKKOS_HALF_T_IS_FLOAT) && !KOKKOS_HALF_T_IS_FLOAT
+  static_assert(std::is_same_v<so::detail::element_t<Kokkos::Experimental::half_t>, so::float16>);
+#endif
+#if defined(KOKKOS_BHALF_T_IS_FLOAT)
+  Kokkos::View<Kokkos::Experimental::bhalf_t*, Mem> kb("kb", 6), gkb("gkb", 6);
+  opt.add_param("kokkos_bhalf", kb, gkb);
+#if !KOKKOS_BHALF_T_IS_FLOAT
+  static_assert(std::is_same_v<so::detail::element_t<Kokkos::Experimental::bhalf_t>, so::bfloat16>);
+#endif
+#endif
   opt.add_param_group([](auto&) {});
   opt.step();
   opt.clip_grad_norm(1.0);  // the reduction phase and the norms' kernel

@@ -71,6 +71,23 @@ constexpr std::size_t index_in(std::tuple<Ts...>*) {
 template <class T>
 inline constexpr bool is_element_type = index_in<T>(static_cast<ElementTypes*>(nullptr)) < num_element_types;
 
+/// The element type a parameter of type T is stepped as: T, or element_alias<T>::type.
+template <class T, class = void>
+struct element_of {
+  using type = T;
+};
+template <class T>
+struct element_of<T, std::void_t<typename element_alias<T>::type>> {
+  using type = typename element_alias<T>::type;
+  static_assert(std::is_same_v<type, bfloat16> || std::is_same_v<type, float16>,
+                "shardopt::element_alias<T>::type must be shardopt::bfloat16 or shardopt::float16");
+  static_assert(sizeof(T) == 2 && alignof(T) <= 2 && std::is_trivially_destructible_v<T>,
+                "shardopt::element_alias<T>: T must be a 2-byte type (its memory is read and written as shardopt's)");
+};
+/// T, or the shardopt type it is an alias of (element_alias).
+template <class T>
+using element_t = typename element_of<T>::type;
+
 /// The Dtype of T.
 template <class T>
 constexpr Dtype dtype_of() {

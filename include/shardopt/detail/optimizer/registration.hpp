@@ -15,11 +15,12 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::add_param(const std::strin
   require_live("add_param");
   static_assert(Kokkos::is_view<PView>::value && Kokkos::is_view<GView>::value,
                 "ShardedOptimizer::add_param: the parameter and its gradient must be Kokkos views.");
-  using T = typename PView::non_const_value_type;
+  using U = typename PView::non_const_value_type;  // the views' type; T, the type it is stepped as
+  using T = detail::element_t<U>;
   static_assert(detail::is_element_type<T>,
-                "ShardedOptimizer::add_param: the parameter's element type must be float, double, shardopt::bfloat16 or "
-                "shardopt::float16.");
-  static_assert(std::is_same_v<typename PView::value_type, T> && std::is_same_v<typename GView::value_type, T>,
+                "ShardedOptimizer::add_param: the parameter's element type must be float, double, shardopt::bfloat16, "
+                "shardopt::float16 or a type declared the same bits as one of the last two (shardopt::element_alias).");
+  static_assert(std::is_same_v<typename PView::value_type, U> && std::is_same_v<typename GView::value_type, U>,
                 "ShardedOptimizer::add_param: the parameter and its gradient must be non-const views of the same "
                 "element type.");
   static_assert(PView::rank >= 1 && PView::rank <= 4 && std::size_t(GView::rank) == std::size_t(PView::rank),
@@ -60,12 +61,13 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::add_param(const std::strin
 }
 
 template <class Algo, class Layout, class Comm, class ExecSpace>
-template <class T, class MS>
-void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::add_param(const std::string& name, const ShardedTensor<T, MS>& tensor, int group) {
+template <class U, class MS>
+void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::add_param(const std::string& name, const ShardedTensor<U, MS>& tensor, int group) {
   require_live("add_param");
+  using T = detail::element_t<U>;  // the type it is stepped as
   static_assert(detail::is_element_type<T>,
-                "ShardedOptimizer::add_param: the sharded tensor's element type must be float, double, shardopt::bfloat16 "
-                "or shardopt::float16.");
+                "ShardedOptimizer::add_param: the sharded tensor's element type must be float, double, shardopt::bfloat16, "
+                "shardopt::float16 or a type declared the same bits as one of the last two (shardopt::element_alias).");
   static_assert(can_access<MS>,
                 "ShardedOptimizer::add_param: the shards must live in memory the optimizer's execution space can access.");
   const std::string where = "add_param(" + detail::quote(name) + "): ";
@@ -81,7 +83,7 @@ void ShardedOptimizer<Algo, Layout, Comm, ExecSpace>::add_param(const std::strin
   p.dtype = detail::dtype_of<T>();
   p.shape = tensor.shape();
   p.shards = tensor.shards_metadata();
-  p.keepalive = std::make_shared<std::vector<typename ShardedTensor<T, MS>::Shard>>(tensor.local_shards());
+  p.keepalive = std::make_shared<std::vector<typename ShardedTensor<U, MS>::Shard>>(tensor.local_shards());
   std::size_t mine = 0;
   for (const auto& m : p.shards) mine += m.rank == comm_.rank();
   if (mine != tensor.local_shards().size())
